@@ -1,0 +1,364 @@
+"""Consistency check and repair, in the spirit of ``fsck.fat`` (fat32.md §14).
+
+Works on the raw image — not through ``FatFileSystem`` — so that a tree too damaged to load can still be
+examined. It finds differing FAT copies, broken, looping and cross-linked chains, wrong file sizes, bad start
+clusters, non-zero directory sizes, wrong ``.``/``..`` entries, orphaned LFN slots, lost clusters, a wrong
+FSInfo free count, a stale backup boot sector and the dirty markers. ``repair=True`` fixes what is safe:
+nothing that a file still references is freed, and file contents are never rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .dirent import DELETED, ENTRY_SIZE
+from .layout import (
+    ATTR_DIRECTORY,
+    ATTR_LFN,
+    ATTR_VOLUME_ID,
+    BS_DIRTY,
+    FAT1_CLEAN,
+    FAT_EOC,
+    FAT_MASK,
+    build_fsinfo,
+    parse_boot_sector,
+    parse_fsinfo,
+)
+from .names import decode_lfn, lfn_checksum, lfn_fragment
+from .table import _pwrite_all
+
+log = logging.getLogger(__name__)
+
+_DOT = b".          "
+_DOTDOT = b"..         "
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding. ``kind`` is machine-readable; ``repaired`` says whether repair fixed it."""
+
+    kind: str
+    path: str
+    detail: str
+    repaired: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "path": self.path, "detail": self.detail, "repaired": self.repaired}
+
+
+class _Checker:
+    def __init__(self, fd: int, region_size: int, repair: bool, progress: Callable[[int, int], None] | None):
+        self.fd = fd
+        self.repair = repair
+        self.progress = progress
+        self.problems: list[Problem] = []
+        boot = os.pread(fd, 4096, 0)
+        self.info = parse_boot_sector(boot, region_size)
+        self.geo = g = self.info.geometry
+        self.cs = g.cluster_size
+        self.maxc = g.max_cluster
+        self.fat = self._read_fat(g.active_fat or 0)
+        self.fat_changed: set[int] = set()
+        self.owned = bytearray(self.maxc + 1)
+
+    # ---------------------------------------------------------------- helpers
+
+    def report(self, kind: str, path: str, detail: str, fixable: bool = True) -> bool:
+        fixed = self.repair and fixable
+        self.problems.append(Problem(kind, path or "/", detail, fixed))
+        return fixed
+
+    def _read_fat(self, copy: int) -> array:
+        g = self.geo
+        n = (self.maxc + 1) * 4
+        data = os.pread(self.fd, n, g.fat_offset(copy))
+        arr = array("I")
+        arr.frombytes(data + bytes(n - len(data)))
+        return arr
+
+    def get(self, n: int) -> int:
+        return self.fat[n] & FAT_MASK
+
+    def set(self, n: int, value: int) -> None:
+        self.fat[n] = (self.fat[n] & 0xF0000000) | (value & FAT_MASK)
+        self.fat_changed.add(n)
+
+    def chain(self, start: int, path: str) -> list[int]:
+        """Follow and claim a chain; cut it (in the repaired FAT) at the first bad link or shared cluster."""
+        out: list[int] = []
+        cur = start
+        prev = 0
+        while True:
+            if not 2 <= cur <= self.maxc:
+                if prev:
+                    if self.report("bad_chain", path, f"link to invalid cluster {cur:#x} after {prev}"):
+                        self.set(prev, FAT_EOC)
+                break
+            if self.owned[cur]:
+                kind = "chain_loop" if cur in out else "cross_link"
+                if self.report(kind, path, f"cluster {cur} already in use"):
+                    if prev:
+                        self.set(prev, FAT_EOC)
+                break
+            v = self.get(cur)
+            if v == 0:  # referenced, but the FAT says free: the chain ends before it
+                if self.report("bad_chain", path, f"cluster {cur} is marked free but in use") and prev:
+                    self.set(prev, FAT_EOC)
+                break
+            self.owned[cur] = 1
+            out.append(cur)
+            if v >= 0x0FFFFFF8:
+                break
+            prev, cur = cur, v
+        return out
+
+    def release(self, clusters: list[int]) -> None:
+        for c in clusters:
+            self.owned[c] = 0  # lost-cluster pass frees them
+
+    def cut(self, clusters: list[int], keep: int) -> None:
+        if keep:
+            self.set(clusters[keep - 1], FAT_EOC)
+        self.release(clusters[keep:])
+
+    # ---------------------------------------------------------------- passes
+
+    def compare_fats(self) -> None:
+        g = self.geo
+        if g.num_fats < 2 or g.active_fat is not None:
+            return
+        for copy in range(1, g.num_fats):
+            other = self._read_fat(copy)
+            if other != self.fat:
+                diff = sum(1 for a, b in zip(self.fat, other) if a != b)
+                if self.report("fat_mismatch", "/", f"FAT {copy + 1} differs from FAT 1 in {diff} entries"):
+                    self.fat_changed.update(range(len(self.fat)))
+
+    def walk(self) -> None:
+        g = self.geo
+        queue: deque[tuple[int, int, str]] = deque([(g.root_cluster, 0, "")])
+        root = True
+        while queue:
+            cluster, parent, path = queue.popleft()
+            clusters = self.chain(cluster, path or "/")
+            if not clusters:
+                continue
+            buf = bytearray(b"".join(os.pread(self.fd, self.cs, g.cluster_offset(c)) for c in clusters))
+            changed = self._check_dir(buf, clusters, parent, path, root, queue)
+            if changed:
+                for i, c in enumerate(clusters):
+                    _pwrite_all(self.fd, bytes(buf[i * self.cs : (i + 1) * self.cs]), g.cluster_offset(c))
+            root = False
+
+    def _check_dir(self, buf: bytearray, clusters: list[int], parent: int, path: str, root: bool, queue) -> bool:
+        changed = False
+        own = clusters[0]
+        lfn_start = -1
+        lfn_sum = -1
+        lfn_units: list[int] = []
+        lfn_next = 0
+        nslots = len(buf) // ENTRY_SIZE
+
+        def orphan(start: int, end: int) -> None:
+            nonlocal changed
+            if self.report("orphan_lfn", path or "/", f"{end - start} long-name slot(s) without their entry"):
+                for j in range(start, end):
+                    buf[j * ENTRY_SIZE] = DELETED
+                changed = True
+
+        for i in range(nslots):
+            off = i * ENTRY_SIZE
+            b0 = buf[off]
+            if b0 == 0:
+                break
+            attr = buf[off + 11]
+            if b0 == DELETED:
+                if lfn_start >= 0:
+                    orphan(lfn_start, i)
+                    lfn_start = -1
+                continue
+            if attr & 0x3F == ATTR_LFN:
+                if b0 & 0x40:
+                    if lfn_start >= 0:
+                        orphan(lfn_start, i)
+                    lfn_start, lfn_sum, lfn_next = i, buf[off + 13], (b0 & 0x1F) - 1
+                    lfn_units = lfn_fragment(bytes(buf[off : off + 32]))
+                elif lfn_start >= 0 and b0 == lfn_next and buf[off + 13] == lfn_sum:
+                    lfn_units = lfn_fragment(bytes(buf[off : off + 32])) + lfn_units
+                    lfn_next -= 1
+                else:
+                    if lfn_start >= 0:
+                        orphan(lfn_start, i)
+                        lfn_start = -1
+                    orphan(i, i + 1)
+                continue
+            name11 = bytes(buf[off : off + 11])
+            display = name11.decode("cp437", "replace").strip()
+            if lfn_start >= 0:
+                if lfn_next != 0 or lfn_checksum(name11) != lfn_sum:
+                    orphan(lfn_start, i)
+                else:
+                    display = decode_lfn(lfn_units) or display
+                lfn_start = -1
+            if attr & ATTR_VOLUME_ID and not attr & ATTR_DIRECTORY:
+                continue
+            hi, lo = struct.unpack_from("<H", buf, off + 20)[0], struct.unpack_from("<H", buf, off + 26)[0]
+            start = (hi << 16) | lo
+            size = struct.unpack_from("<I", buf, off + 28)[0]
+            if name11 == _DOT or name11 == _DOTDOT:
+                if root:
+                    continue
+                want = own if name11 == _DOT else parent
+                if start != want:
+                    if self.report("bad_dot_entry", path, f"{name11.strip().decode()} points to {start}, not {want}"):
+                        struct.pack_into("<H", buf, off + 20, want >> 16)
+                        struct.pack_into("<H", buf, off + 26, want & 0xFFFF)
+                        changed = True
+                continue
+            child = f"{path}/{display}"
+            if attr & ATTR_DIRECTORY:
+                if size != 0:
+                    if self.report("dir_size", child, f"directory has size {size}"):
+                        struct.pack_into("<I", buf, off + 28, 0)
+                        changed = True
+                if not 2 <= start <= self.maxc or self.owned[start] or self.get(start) in (0, 1):
+                    if self.report("bad_directory", child, f"invalid first cluster {start}: entry removed"):
+                        buf[off] = DELETED
+                        changed = True
+                    continue
+                queue.append((start, 0 if root else own, child))
+                continue
+            # regular file
+            if start == 0:
+                if size:
+                    if self.report("size_mismatch", child, f"size {size} but no clusters: size set to 0"):
+                        struct.pack_into("<I", buf, off + 28, 0)
+                        changed = True
+                continue
+            if not 2 <= start <= self.maxc or self.get(start) == 0 or self.owned[start]:
+                if self.report("bad_start", child, f"invalid first cluster {start}: file emptied"):
+                    struct.pack_into("<HH", buf, off + 20, 0, 0)
+                    struct.pack_into("<H", buf, off + 26, 0)
+                    struct.pack_into("<I", buf, off + 28, 0)
+                    changed = True
+                continue
+            chain = self.chain(start, child)
+            need = -(-size // self.cs)
+            if len(chain) > need:
+                if self.report("size_mismatch", child, f"{len(chain)} clusters for {size} bytes: chain truncated"):
+                    if need == 0:
+                        struct.pack_into("<HH", buf, off + 20, 0, 0)
+                        struct.pack_into("<H", buf, off + 26, 0)
+                        changed = True
+                    self.cut(chain, need)
+            elif len(chain) < need:
+                new_size = len(chain) * self.cs
+                if self.report("size_mismatch", child, f"size {size} but only {len(chain)} clusters: size set to {new_size}"):
+                    struct.pack_into("<I", buf, off + 28, new_size)
+                    changed = True
+        if lfn_start >= 0:
+            orphan(lfn_start, min(nslots, i + 1) if nslots else 0)
+        return changed
+
+    def lost_clusters(self) -> None:
+        lost = [c for c in range(2, self.maxc + 1) if self.fat[c] & FAT_MASK and not self.owned[c]]
+        if not lost:
+            return
+        if self.report("lost_clusters", "/", f"{len(lost)} cluster(s) allocated but owned by no file: freed"):
+            for c in lost:
+                self.set(c, 0)
+        # Entries that hold only top bits are free; normalize them.
+        for c in range(2, self.maxc + 1):
+            if self.fat[c] and not self.fat[c] & FAT_MASK and self.repair:
+                self.fat[c] = 0
+                self.fat_changed.add(c)
+
+    def write_fat(self) -> None:
+        if not self.fat_changed:
+            return
+        g = self.geo
+        block = 1024  # entries per write
+        blocks = sorted({c // block for c in self.fat_changed})
+        copies = [g.active_fat] if g.active_fat is not None else range(g.num_fats)
+        for b in blocks:
+            data = self.fat[b * block : (b + 1) * block].tobytes()
+            for copy in copies:
+                _pwrite_all(self.fd, data, g.fat_offset(copy) + b * block * 4)
+        self.fat_changed.clear()
+
+    def finish(self) -> None:
+        g = self.geo
+        bps = g.bytes_per_sector
+        free = sum(1 for c in range(2, self.maxc + 1) if not self.fat[c] & FAT_MASK)
+        fsinfo_raw = os.pread(self.fd, bps, g.fsinfo_sector * bps)
+        fsinfo = parse_fsinfo(fsinfo_raw)
+        if fsinfo is None:
+            self.report("fsinfo", "/", "FSInfo sector signatures are wrong")
+        elif fsinfo[0] != free and fsinfo[0] != 0xFFFFFFFF:
+            self.report("fsinfo", "/", f"FSInfo free count {fsinfo[0]} but {free} clusters are free")
+        dirty = self.info.dirty or not self.fat[1] & FAT1_CLEAN
+        if dirty:
+            self.report("dirty", "/", "file system was not cleanly closed")
+        boot = os.pread(self.fd, bps, 0)
+        if g.backup_boot_sector and g.backup_boot_sector < g.reserved_sectors:
+            backup = os.pread(self.fd, bps, g.backup_boot_sector * bps)
+            clean_boot = bytearray(boot)
+            clean_boot[0x41] &= ~BS_DIRTY & 0xFF
+            if backup != bytes(clean_boot) and backup != boot:
+                self.report("backup_boot", "/", "backup boot sector differs from the boot sector")
+        if not self.repair:
+            return
+        self.fat[1] |= FAT1_CLEAN
+        self.fat_changed.add(1)
+        self.write_fat()
+        os.fsync(self.fd)
+        nxt = next((c for c in range(2, self.maxc + 1) if not self.fat[c] & FAT_MASK), 0xFFFFFFFF)
+        newinfo = bytearray(fsinfo_raw)
+        newinfo[:512] = build_fsinfo(free, nxt)
+        _pwrite_all(self.fd, bytes(newinfo), g.fsinfo_sector * bps)
+        nb = bytearray(boot)
+        nb[0x41] &= ~BS_DIRTY & 0xFF
+        _pwrite_all(self.fd, bytes(nb), 0)
+        if g.backup_boot_sector and g.backup_boot_sector < g.reserved_sectors:
+            _pwrite_all(self.fd, bytes(nb), g.backup_boot_sector * bps)
+            if g.backup_boot_sector + g.fsinfo_sector < g.reserved_sectors:
+                _pwrite_all(self.fd, bytes(newinfo), (g.backup_boot_sector + g.fsinfo_sector) * bps)
+        os.fsync(self.fd)
+
+
+def check(
+    fd: int,
+    region_size: int,
+    *,
+    repair: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Problem]:
+    """Check the FAT32 file system in ``[0, region_size)`` of ``fd``; with ``repair`` fix what is safe.
+
+    After a repair the volume is marked clean with an exact FSInfo. The caller must hold the image's
+    exclusive lock and must not have the file system open in a :class:`FatFileSystem` at the same time.
+    Raises :class:`~simvol.errors.UnsupportedFileSystemError` when the boot sector is not FAT32.
+    """
+    c = _Checker(fd, region_size, repair, progress)
+    steps = 4
+    if progress:
+        progress(0, steps)
+    c.compare_fats()
+    c.walk()
+    if progress:
+        progress(2, steps)
+    c.lost_clusters()
+    if repair:
+        c.write_fat()
+    if progress:
+        progress(3, steps)
+    c.finish()
+    if progress:
+        progress(steps, steps)
+    return c.problems

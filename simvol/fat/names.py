@@ -1,0 +1,223 @@
+"""Names on FAT32: Windows' rules (fat32.md §11), 8.3 aliases (§10) and VFAT long-name slots (§9).
+
+Pure functions; the directory code decides clashes through the ``taken`` callback it passes in.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import fs_error
+
+MAX_NAME_UNITS = 255
+LFN_UNITS_PER_SLOT = 13
+NTRES_LOWER_BASE = 0x08
+NTRES_LOWER_EXT = 0x10
+
+_FORBIDDEN = set('"*/:<>?\\|')
+_SHORT_REPLACED = set("+,;=[]")
+_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
+)
+
+
+def utf16_units(name: str) -> int:
+    return len(name.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def validate_name(name: str) -> None:
+    """Refuse names Windows refuses, with the errno a Linux program sees (fat32.md §11)."""
+    if name in ("", ".", ".."):
+        raise fs_error(errno.EINVAL, name, "reserved name")
+    for ch in name:
+        o = ord(ch)
+        if o < 0x20 or ch in _FORBIDDEN:
+            raise fs_error(errno.EINVAL, name, f"character {ch!r} is not allowed in Windows names")
+        if 0xD800 <= o <= 0xDFFF:
+            raise fs_error(errno.EINVAL, name, "name is not valid UTF-8")
+    if name[-1] in " .":
+        raise fs_error(errno.EINVAL, name, "Windows names cannot end in a space or a period")
+    stem = name.split(".", 1)[0].rstrip(" ").upper()
+    if stem in _DEVICE_NAMES:
+        raise fs_error(errno.EINVAL, name, f"{stem} is a reserved device name")
+    if utf16_units(name) > MAX_NAME_UNITS:
+        raise fs_error(errno.ENAMETOOLONG, name)
+
+
+def name_key(name: str) -> str:
+    """Case-insensitive lookup key for long names (Unicode upper-casing, fat32.md §10.7)."""
+    return name.upper()
+
+
+# --------------------------------------------------------------------------- 8.3 aliases
+
+
+def lfn_checksum(short11: bytes) -> int:
+    s = 0
+    for b in short11:
+        s = (((s & 1) << 7) + (s >> 1) + b) & 0xFF
+    return s
+
+
+def _oem_char(ch: str) -> tuple[bytes, bool]:
+    """(OEM byte(s) for an upper-cased char, lossy?)."""
+    if ch in _SHORT_REPLACED or ch in _FORBIDDEN or ch == "." or ord(ch) < 0x20:
+        return b"_", True
+    up = ch.upper()
+    if len(up) != 1:
+        return b"_", True
+    try:
+        return up.encode("cp437"), False
+    except UnicodeEncodeError:
+        return b"_", True
+
+
+def _case(part: str) -> str:
+    """'lower', 'upper' (also for no letters) or 'mixed'."""
+    has_low = any(c.islower() for c in part)
+    has_up = any(c.isupper() for c in part)
+    if has_low and has_up:
+        return "mixed"
+    return "lower" if has_low else "upper"
+
+
+@dataclass(frozen=True, slots=True)
+class ShortName:
+    """The 8.3 entry chosen for a long name."""
+
+    raw: bytes  # 11 bytes as stored (0xE5 lead byte already escaped to 0x05)
+    ntres: int  # lower-case flags when no LFN is needed
+    needs_lfn: bool
+
+
+def _basis(name: str) -> tuple[bytes, bytes, bool, str, str]:
+    """(base, ext, lossy, base_text, ext_text) per fat32.md §10 steps 1–3."""
+    lossy = False
+    stripped = name.replace(" ", "")
+    if stripped != name:
+        lossy = True
+    s2 = stripped.lstrip(".")
+    if s2 != stripped:
+        lossy = True
+    if "." in s2:
+        base_text, ext_text = s2.rsplit(".", 1)
+        if "." in base_text:
+            lossy = True
+            base_text = base_text.replace(".", "")
+    else:
+        base_text, ext_text = s2, ""
+    base = bytearray()
+    for ch in base_text:
+        b, lo = _oem_char(ch)
+        lossy |= lo
+        base += b
+    ext = bytearray()
+    for ch in ext_text:
+        b, lo = _oem_char(ch)
+        lossy |= lo
+        ext += b
+    if len(base) > 8:
+        lossy = True
+        base = base[:8]
+    if len(ext) > 3:
+        lossy = True
+        ext = ext[:3]
+    return bytes(base), bytes(ext), lossy, base_text, ext_text
+
+
+def _pack(base: bytes, ext: bytes) -> bytes:
+    raw = base.ljust(8, b" ") + ext.ljust(3, b" ")
+    if raw[0] == 0xE5:
+        raw = b"\x05" + raw[1:]
+    return raw
+
+
+def make_short_name(name: str, taken: Callable[[bytes], bool]) -> ShortName:
+    """Choose the 8.3 entry for ``name``; ``taken(raw11)`` says whether the directory already has it."""
+    base, ext, lossy, base_text, ext_text = _basis(name)
+    if not base:
+        base, lossy = b"_", True
+    if not lossy:
+        cb, ce = _case(base_text), _case(ext_text)
+        raw = _pack(base, ext)
+        if not taken(raw):
+            if cb != "mixed" and ce != "mixed":
+                flags = (NTRES_LOWER_BASE if cb == "lower" else 0) | (NTRES_LOWER_EXT if ce == "lower" else 0)
+                return ShortName(raw, flags, False)
+            return ShortName(raw, 0, True)
+    # Numeric tails ~1..~4 on the base, then Windows' hashed form (2 chars + 4 hex digits + ~n).
+    for n in range(1, 5):
+        tail = f"~{n}".encode()
+        raw = _pack(base[: 8 - len(tail)] + tail, ext)
+        if not taken(raw):
+            return ShortName(raw, 0, True)
+    key = name.encode("utf-16-le", "surrogatepass")
+    for salt in range(0, 1 << 16):
+        h = zlib.crc32(key + struct.pack("<I", salt)) & 0xFFFF
+        for n in range(1, 10):
+            raw = _pack(base[:2] + f"{h:04X}~{n}".encode(), ext)
+            if not taken(raw):
+                return ShortName(raw, 0, True)
+    raise fs_error(errno.ENOSPC, name, "no free 8.3 alias")  # pragma: no cover - 2**16 * 9 aliases
+
+
+def short_display(raw: bytes, ntres: int) -> str:
+    """The name a reader shows for a short entry without LFN (NT lower-case flags applied)."""
+    if raw[0] == 0x05:
+        raw = b"\xe5" + raw[1:]
+    base = raw[:8].decode("cp437").rstrip(" ")
+    ext = raw[8:11].decode("cp437").rstrip(" ")
+    if ntres & NTRES_LOWER_BASE:
+        base = base.lower()
+    if ntres & NTRES_LOWER_EXT:
+        ext = ext.lower()
+    return f"{base}.{ext}" if ext else base
+
+
+def short_key(name: str) -> bytes | None:
+    """The 11-byte form of ``name`` if it could be an 8.3 alias typed by a user, else None."""
+    base, ext, lossy, _, _ = _basis(name)
+    if lossy or not base:
+        return None
+    return _pack(base, ext)
+
+
+# --------------------------------------------------------------------------- LFN slots
+
+
+def lfn_slots(name: str, checksum: int) -> list[bytes]:
+    """The LFN slots for ``name`` in on-disk order (highest ordinal, flagged 0x40, first)."""
+    units = list(struct.unpack(f"<{utf16_units(name)}H", name.encode("utf-16-le", "surrogatepass")))
+    count = -(-len(units) // LFN_UNITS_PER_SLOT)
+    if len(units) % LFN_UNITS_PER_SLOT:
+        units.append(0x0000)
+    units.extend([0xFFFF] * (count * LFN_UNITS_PER_SLOT - len(units)))
+    slots = []
+    for i in range(count, 0, -1):
+        chunk = units[(i - 1) * 13 : i * 13]
+        ordv = i | (0x40 if i == count else 0)
+        slot = struct.pack(
+            "<B5HBBB6HH2H", ordv, *chunk[0:5], 0x0F, 0, checksum, *chunk[5:11], 0, *chunk[11:13]
+        )
+        slots.append(slot)
+    return slots
+
+
+def lfn_fragment(slot: bytes) -> list[int]:
+    """The 13 UTF-16 units of one slot."""
+    u = struct.unpack_from("<5H", slot, 1) + struct.unpack_from("<6H", slot, 14) + struct.unpack_from("<2H", slot, 28)
+    return list(u)
+
+
+def decode_lfn(units: list[int]) -> str | None:
+    """Join units up to the 0x0000 terminator; None if the units are not valid UTF-16."""
+    if 0 in units:
+        units = units[: units.index(0)]
+    try:
+        return struct.pack(f"<{len(units)}H", *units).decode("utf-16-le")
+    except UnicodeDecodeError:
+        return None
