@@ -1,0 +1,143 @@
+"""The daemon's control channel: one JSON object per line over a Unix socket in ``ROOT/run``.
+
+The socket file is created 0600 inside a 0700 directory, and every connection's peer credentials
+(SO_PEERCRED) are checked: only the daemon's own user (or root) is served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import SimvolError
+
+log = logging.getLogger(__name__)
+
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+MAX_MESSAGE = 1 << 20
+
+
+class ControlError(SimvolError):
+    """The daemon could not be reached or answered with an error."""
+
+    def __init__(self, message: str, socket_path: str | None = None) -> None:
+        super().__init__(message)
+        self.socket_path = socket_path
+
+    def __reduce__(self):
+        return (self.__class__, (self.args[0], self.socket_path))
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    return _CRED.unpack(raw)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_MESSAGE:
+            raise ValueError("message too large")
+    return bytes(buf)
+
+
+class ControlServer:
+    """Serves requests on a thread; ``handler(request) -> response`` runs on that thread."""
+
+    def __init__(
+        self,
+        path: str,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+        after_reply: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._handler = handler
+        self._after_reply = after_reply
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            try:
+                os.unlink(path)  # a leftover from a dead daemon (never a symlink target: unlink removes the link)
+            except FileNotFoundError:
+                pass
+            self._sock.bind(path)
+        finally:
+            os.umask(old)
+        self._sock.listen(8)
+        self._uid = os.geteuid()
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, name="simvol-control", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self._stop = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    _pid, uid, _gid = peer_credentials(conn)
+                    if uid != self._uid and uid != 0:
+                        log.warning("refused control connection from uid %d", uid)
+                        conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
+                        continue
+                    line = _read_line(conn)
+                    if not line:
+                        continue
+                    request = json.loads(line)
+                    try:
+                        response = self._handler(request)
+                    except Exception as e:  # the daemon must survive any bad request
+                        log.exception("control request %r failed", request)
+                        response = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                    conn.sendall(json.dumps(response).encode() + b"\n")
+                    if self._after_reply is not None:
+                        self._after_reply(request, response)
+                except (OSError, ValueError) as e:
+                    log.warning("control connection failed: %s", e)
+
+
+def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """Send one request and return the daemon's answer. Raises ControlError when unreachable."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(json.dumps(message).encode() + b"\n")
+            line = _read_line(s)
+    except (OSError, socket.timeout) as e:
+        raise ControlError(f"cannot reach the volume daemon: {e}", path) from e
+    if not line:
+        raise ControlError("the volume daemon closed the connection without answering", path)
+    try:
+        out = json.loads(line)
+    except ValueError as e:
+        raise ControlError(f"garbled answer from the volume daemon: {line[:100]!r}", path) from e
+    if not isinstance(out, dict):
+        raise ControlError("garbled answer from the volume daemon", path)
+    return out

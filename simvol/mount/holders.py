@@ -1,0 +1,134 @@
+"""Who holds a mounted volume: open files and directories, working and root directories, memory maps.
+
+FUSE never sees a cwd, an ``O_PATH`` descriptor or a mapping whose fd was closed (fuse.md §6), so besides the
+daemon's handle table a raw ``/proc`` scan is needed. It reads links and ``maps`` only and never calls
+``stat`` on a path inside the mount: from the FUSE thread that deadlocks, and on a stale mount it fails.
+psutil supplies process identity (name and creation time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """One process holding a volume: ``kind`` is file, dir, cwd, root or mmap."""
+
+    pid: int
+    process: str
+    path: str
+    kind: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _inside(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def _name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except (psutil.Error, OSError):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+
+
+def _proc_fd_kind(pid: int, fd: str, target: str) -> str:
+    # O_PATH fds and directories look like any other link; fdinfo's flags tell them apart without stat.
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    flags = int(line.split()[1], 8)
+                    if flags & 0o200000:  # O_DIRECTORY
+                        return "dir"
+                    break
+    except OSError:
+        pass
+    return "file"
+
+
+def scan(paths: Iterable[str], *, exclude_pids: Iterable[int] = ()) -> tuple[list[Holder], bool]:
+    """Scan /proc for processes using anything below ``paths``.
+
+    Returns (holders, complete). ``complete`` is False when some processes could not be inspected
+    (other users' processes without root): the list may then be incomplete.
+    """
+    prefixes = tuple(os.path.normpath(p) for p in paths if p)
+    skip = set(exclude_pids)
+    found: dict[tuple[int, str, str], Holder] = {}
+    complete = True
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in skip:
+            continue
+        base = f"/proc/{pid}"
+        hits: list[tuple[str, str]] = []
+        for link, kind in (("cwd", "cwd"), ("root", "root")):
+            try:
+                target = os.readlink(f"{base}/{link}")
+            except PermissionError:
+                complete = False
+                continue
+            except OSError:
+                continue
+            if _inside(target, prefixes):
+                hits.append((target, kind))
+        try:
+            fds = os.listdir(f"{base}/fd")
+        except PermissionError:
+            complete = False
+            fds = []
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                target = os.readlink(f"{base}/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith(" (deleted)"):
+                target = target[: -len(" (deleted)")]
+            if _inside(target, prefixes):
+                hits.append((target, _proc_fd_kind(pid, fd, target)))
+        try:
+            with open(f"{base}/maps", encoding="utf-8", errors="surrogateescape") as f:
+                for line in f:
+                    parts = line.split(None, 5)
+                    if len(parts) == 6:
+                        target = parts[5].rstrip("\n")
+                        if target.endswith(" (deleted)"):
+                            target = target[: -len(" (deleted)")]
+                        if _inside(target, prefixes):
+                            hits.append((target, "mmap"))
+        except PermissionError:
+            complete = False
+        except OSError:
+            pass
+        if hits:
+            name = _name(pid)
+            for target, kind in hits:
+                found.setdefault((pid, target, kind), Holder(pid, name, target, kind))
+    return sorted(found.values(), key=lambda h: (h.pid, h.kind, h.path)), complete
+
+
+def merge(*lists: Iterable[Holder]) -> list[Holder]:
+    out: dict[tuple[int, str, str], Holder] = {}
+    for lst in lists:
+        for h in lst:
+            out.setdefault((h.pid, h.path, h.kind), h)
+    return sorted(out.values(), key=lambda h: (h.pid, h.kind, h.path))

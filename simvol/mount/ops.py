@@ -1,0 +1,367 @@
+"""FUSE operations over the FAT engine, with the handle table that makes in-use detection possible.
+
+mfusepy registers every attribute whose name is a ``fuse_operations`` field as a callback (fuse.md §3 #1), so
+all state here is underscore-prefixed. The FUSE loop is single-threaded; the control thread takes
+``_engine_lock`` before touching the engine or the handle table.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ._fuselib import current_fuse, mfusepy
+from ..errors import FsOpError
+from ..fat import ATTR_READ_ONLY, FatFileSystem, Node
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Handle:
+    fh: int
+    pid: int
+    path: str  # path inside the volume at open time
+    node: Node | None  # None for directories
+    is_dir: bool
+    writable: bool
+    opened: float = field(default_factory=time.time)
+    stale: bool = False
+
+
+def _err(e: int) -> mfusepy.FuseOSError:
+    return mfusepy.FuseOSError(e)
+
+
+class VolumeOps(mfusepy.Operations):
+    use_ns = True
+
+    def __init__(self, fs: FatFileSystem, mountpoint: str, *, readonly: bool = False) -> None:
+        self._fs = fs
+        self._mountpoint = mountpoint
+        self._readonly = readonly
+        self._engine_lock = threading.RLock()
+        self._handles: dict[int, Handle] = {}
+        self._open_nodes: dict[int, int] = {}  # id(node) -> open count, for EBUSY on unlink/rename
+        self._counter = itertools.count(1)
+        self._refuse_opens = False
+        self._all_stale = False
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+        self._fuse_ptr: int | None = None
+
+    # ------------------------------------------------------------ handle table (used by the control thread)
+
+    def _handle_list(self) -> list[Handle]:
+        with self._engine_lock:
+            return list(self._handles.values())
+
+    def _handle_count(self) -> int:
+        with self._engine_lock:
+            return len(self._handles)
+
+    def _set_refuse_opens(self, value: bool) -> None:
+        with self._engine_lock:
+            self._refuse_opens = value
+
+    def _make_all_stale(self) -> int:
+        """Forced dismount: every existing handle fails from now on; nothing more reaches the image."""
+        with self._engine_lock:
+            self._all_stale = True
+            self._refuse_opens = True
+            for h in self._handles.values():
+                h.stale = True
+            return len(self._handles)
+
+    def _stale_paths(self) -> list[str]:
+        with self._engine_lock:
+            return sorted({h.path for h in self._handles.values() if not h.is_dir})
+
+    def _new_handle(self, path: str, node: Node | None, is_dir: bool, writable: bool) -> int:
+        if self._refuse_opens:
+            raise _err(errno.EBUSY)
+        _uid, _gid, pid = mfusepy.fuse_get_context()
+        fh = next(self._counter)
+        self._handles[fh] = Handle(fh, pid, path, node, is_dir, writable)
+        if node is not None:
+            self._open_nodes[id(node)] = self._open_nodes.get(id(node), 0) + 1
+        return fh
+
+    def _drop_handle(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if h is not None and h.node is not None:
+            k = id(h.node)
+            n = self._open_nodes.get(k, 0) - 1
+            if n > 0:
+                self._open_nodes[k] = n
+            else:
+                self._open_nodes.pop(k, None)
+
+    def _handle(self, fh: int | None) -> Handle | None:
+        if fh is None or fh == 0:
+            return None
+        h = self._handles.get(fh)
+        if h is None or h.stale:
+            raise _err(errno.EIO)
+        return h
+
+    def _is_open(self, node: Node) -> bool:
+        if node.is_dir:
+            return False
+        return id(node) in self._open_nodes
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except FsOpError as e:
+            raise _err(e.errno or errno.EIO) from None
+
+    def _writable(self) -> None:
+        if self._readonly:
+            raise _err(errno.EROFS)
+
+    # ------------------------------------------------------------ libfuse callbacks
+
+    def init_with_config(self, conn, config) -> None:
+        self._fuse_ptr = current_fuse()
+        if config is not None:
+            config.kernel_cache = 1  # the daemon is the image's only writer (fuse.md §2.2)
+            config.attr_timeout = 1.0
+            config.entry_timeout = 1.0
+            config.negative_timeout = 0.0  # case-insensitive names: never cache a miss
+        if conn is not None:
+            try:
+                conn.max_write = 1 << 20
+            except AttributeError:
+                pass
+
+    def _attrs(self, node: Node) -> dict[str, int]:
+        st = self._fs.stat_node(node)
+        mode = st.mode
+        return {
+            "st_mode": mode,
+            "st_nlink": 2 if st.is_dir else 1,
+            "st_size": st.size,
+            "st_uid": self._uid,
+            "st_gid": self._gid,
+            "st_mtime": st.mtime_ns,
+            "st_atime": st.atime_ns,
+            "st_ctime": st.mtime_ns,
+            "st_blocks": (st.size + 511) // 512,
+            "st_blksize": 1 << 17,
+        }
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        with self._engine_lock:
+            if fh:
+                h = self._handle(fh)
+                if h is not None and h.node is not None:
+                    return self._attrs(h.node)
+            if self._all_stale:
+                raise _err(errno.EIO)
+            return self._attrs(self._call(self._fs.resolve, path))
+
+    def access(self, path: str, amode: int) -> int:
+        with self._engine_lock:
+            node = self._call(self._fs.resolve, path)
+            if amode & os.W_OK and (self._readonly or (node.attr & ATTR_READ_ONLY and not node.is_dir)):
+                raise _err(errno.EACCES if not self._readonly else errno.EROFS)
+            return 0
+
+    def statfs(self, path: str) -> dict[str, int]:
+        with self._engine_lock:
+            s = self._fs.statfs()
+            return {
+                "f_bsize": s.cluster_size,
+                "f_frsize": s.cluster_size,
+                "f_blocks": s.total_clusters,
+                "f_bfree": s.free_clusters,
+                "f_bavail": s.free_clusters,
+                "f_files": 0,
+                "f_ffree": 0,
+                "f_namemax": 255,
+            }
+
+    def opendir(self, path: str) -> int:
+        with self._engine_lock:
+            node = self._call(self._fs.resolve, path)
+            if not node.is_dir:
+                raise _err(errno.ENOTDIR)
+            return self._new_handle(path, None, True, False)
+
+    def readdir(self, path: str, fh: int):
+        with self._engine_lock:
+            self._handle(fh)
+            entries = self._call(self._fs.scandir_modes, path)
+        return [(".", 0o40755, 0), ("..", 0o40755, 0)] + [(name, mode, 0) for name, mode in entries]
+
+    def releasedir(self, path: str, fh: int) -> int:
+        with self._engine_lock:
+            self._drop_handle(fh)
+        return 0
+
+    def open(self, path: str, flags: int) -> int:
+        with self._engine_lock:
+            node = self._call(self._fs.open, path)
+            wants_write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+            if wants_write:
+                self._writable()
+                if node.attr & ATTR_READ_ONLY:
+                    raise _err(errno.EACCES)  # Windows: access denied on a read-only file
+            fh = self._new_handle(path, node, False, bool(wants_write))
+            if flags & os.O_TRUNC and node.size:
+                try:
+                    self._call(self._fs.truncate_node, node, 0)
+                except BaseException:
+                    self._drop_handle(fh)
+                    raise
+            return fh
+
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        with self._engine_lock:
+            self._writable()
+            if self._refuse_opens:
+                raise _err(errno.EBUSY)
+            attr = 0 if mode & 0o222 else ATTR_READ_ONLY
+            node = self._call(self._fs.create, path, attr)
+            return self._new_handle(path, node, False, True)
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        with self._engine_lock:
+            h = self._handle(fh)
+            node = h.node if h is not None and h.node is not None else self._call(self._fs.open, path)
+            return self._call(self._fs.read_node, node, size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        with self._engine_lock:
+            self._writable()
+            h = self._handle(fh)
+            node = h.node if h is not None and h.node is not None else self._call(self._fs.open, path)
+            return self._call(self._fs.write_node, node, data, offset)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        with self._engine_lock:
+            self._writable()
+            h = self._handle(fh) if fh else None
+            if h is not None and h.node is not None:
+                node = h.node
+            else:
+                if self._all_stale:
+                    raise _err(errno.EIO)
+                node = self._call(self._fs.open, path)
+                if node.attr & ATTR_READ_ONLY:
+                    raise _err(errno.EACCES)
+            self._call(self._fs.truncate_node, node, length)
+            return 0
+
+    def flush(self, path: str, fh: int) -> int:
+        with self._engine_lock:
+            h = self._handles.get(fh)
+            if h is None:
+                return 0
+            if h.stale:
+                raise _err(errno.EIO)
+            if h.writable:
+                self._call(self._fs.flush)
+            return 0
+
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        with self._engine_lock:
+            self._handle(fh)
+            self._call(self._fs.sync)
+            return 0
+
+    def release(self, path: str, fh: int) -> int:
+        with self._engine_lock:
+            h = self._handles.get(fh)
+            if h is not None and h.writable and not h.stale:
+                try:
+                    self._fs.flush()
+                except FsOpError as e:
+                    log.warning("flush at release of %s failed: %s", path, e)
+            self._drop_handle(fh)
+        return 0
+
+    def mkdir(self, path: str, mode: int) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._call(self._fs.mkdir, path)
+            return 0
+
+    def rmdir(self, path: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            node = self._call(self._fs.resolve, path)
+            if node.is_dir and any(h.is_dir and self._same_dir(h.path, path) for h in self._handles.values()):
+                raise _err(errno.EBUSY)  # Windows: a directory open elsewhere cannot be removed
+            self._call(self._fs.rmdir, path)
+            return 0
+
+    def _same_dir(self, a: str, b: str) -> bool:
+        try:
+            return self._fs.resolve(a) is self._fs.resolve(b)
+        except FsOpError:
+            return False
+
+    def unlink(self, path: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            node = self._call(self._fs.resolve, path)
+            if self._is_open(node):
+                raise _err(errno.EBUSY)  # Windows sharing violation: an open file cannot be deleted
+            self._call(self._fs.unlink, path)
+            return 0
+
+    def rename(self, old: str, new: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            src = self._call(self._fs.resolve, old)
+            if self._is_open(src):
+                raise _err(errno.EBUSY)
+            try:
+                dst = self._fs.resolve(new)
+            except FsOpError:
+                dst = None
+            if dst is not None and dst is not src and self._is_open(dst):
+                raise _err(errno.EBUSY)
+            self._call(self._fs.rename, old, new)
+            return 0
+
+    def chmod(self, path: str, mode: int) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            attrs = self._call(self._fs.get_attributes, path)
+            attrs = (attrs & ~ATTR_READ_ONLY) if mode & 0o222 else (attrs | ATTR_READ_ONLY)
+            self._call(self._fs.set_attributes, path, attrs)
+            return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        raise _err(errno.EPERM)  # FAT has no owners
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            now = time.time_ns()
+            atime, mtime = times if times is not None else (now, now)
+            self._call(self._fs.utimens, path, atime, mtime)
+            return 0
+
+    def _guard(self) -> None:
+        if self._all_stale:
+            raise _err(errno.EIO)
+        if self._refuse_opens:  # a dismount is in progress
+            raise _err(errno.EBUSY)
+
+    def destroy(self, path: str) -> None:
+        log.debug("destroy")
