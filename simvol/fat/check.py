@@ -164,6 +164,7 @@ class _Checker:
         lfn_units: list[int] = []
         lfn_next = 0
         nslots = len(buf) // ENTRY_SIZE
+        used_end = nslots  # first slot after the live ones (the 0x00 end mark, if any)
 
         def orphan(start: int, end: int) -> None:
             nonlocal changed
@@ -176,6 +177,7 @@ class _Checker:
             off = i * ENTRY_SIZE
             b0 = buf[off]
             if b0 == 0:
+                used_end = i
                 break
             attr = buf[off + 11]
             if b0 == DELETED:
@@ -263,7 +265,7 @@ class _Checker:
                     struct.pack_into("<I", buf, off + 28, new_size)
                     changed = True
         if lfn_start >= 0:
-            orphan(lfn_start, min(nslots, i + 1) if nslots else 0)
+            orphan(lfn_start, used_end)  # never the 0x00 end mark itself
         return changed
 
     def lost_clusters(self) -> None:

@@ -154,6 +154,7 @@ class FatFileSystem:
     def __init__(self, fd: int, region_size: int, *, writable: bool = True, discard: bool = False) -> None:
         self.fd = fd
         self.writable = writable
+        self._clean_on_disk = False
         self.lock = threading.RLock()
         self._closed = False
         try:
@@ -221,6 +222,7 @@ class FatFileSystem:
         self.fat.set_clean_bit(False)
         self.fat.flush()
         os.fsync(self.fd)
+        self._clean_on_disk = False
 
     def flush(self) -> None:
         """Write every pending FAT change, then every pending directory entry (in that order)."""
@@ -243,7 +245,7 @@ class FatFileSystem:
         if self._closed:
             return
         try:
-            if self.writable and clean:
+            if self.writable and clean and not self._clean_on_disk:
                 self.flush()
                 self._mark_clean()
         finally:
@@ -275,6 +277,7 @@ class FatFileSystem:
                 _pwrite_all(fd, bytes(fsinfo), (geo.backup_boot_sector + geo.fsinfo_sector) * bps)
         os.fsync(fd)
         self.was_dirty = False
+        self._clean_on_disk = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -284,6 +287,18 @@ class FatFileSystem:
         self._check_open()
         if not self.writable:
             raise fs_error(errno.EROFS)
+        if self._clean_on_disk:  # the first change after a clean checkpoint marks the volume dirty again
+            self._mark_dirty()
+
+    def mark_clean(self) -> None:
+        """Flush and mark the volume clean on disk while staying open (safe dismount's checkpoint).
+
+        The next change marks it dirty again, so a dismount that must roll back needs no reopen.
+        """
+        self._check_open()
+        if self.writable:
+            self.flush()
+            self._mark_clean()
 
     # ================================================================= directories: load and slots
 
@@ -321,7 +336,7 @@ class FatFileSystem:
             if b0 == DELETED:
                 if run_start < 0:
                     run_start = i
-                lfn_expect = 0
+                lfn_expect, lfn_units, lfn_first = 0, [], -1  # a deleted slot breaks any pending long name
                 continue
             if run_start >= 0:
                 st.add_free(run_start, i - run_start)
@@ -336,7 +351,7 @@ class FatFileSystem:
                     lfn_units = frag
                     lfn_first = i
                     if not 1 <= lfn_expect <= 20:
-                        lfn_expect = 0
+                        lfn_expect, lfn_units, lfn_first = 0, [], -1
                     else:
                         lfn_expect -= 1
                 elif lfn_expect and ordv == lfn_expect and buf[off + 13] == lfn_sum:
@@ -505,6 +520,20 @@ class FatFileSystem:
         st = self._load_dir(node)
         return [(n.name, self.stat_node(n)) for n in sorted(st.by_key.values(), key=lambda n: n.slot)]
 
+    def scandir_modes(self, path: str = "/") -> list[tuple[str, int]]:
+        """(name, st_mode) of each entry: what readdir needs, without decoding timestamps."""
+        node = self.resolve(path)
+        if not node.is_dir:
+            raise fs_error(errno.ENOTDIR, path)
+        st = self._load_dir(node)
+        out = []
+        for n in sorted(st.by_key.values(), key=lambda n: n.slot):
+            if n.attr & ATTR_DIRECTORY:
+                out.append((n.name, stat_mod.S_IFDIR | (0o555 if n.attr & ATTR_READ_ONLY else 0o755)))
+            else:
+                out.append((n.name, stat_mod.S_IFREG | (0o444 if n.attr & ATTR_READ_ONLY else 0o644)))
+        return out
+
     def statfs(self) -> StatFs:
         return StatFs(self.cs, self.geo.cluster_count, self.fat.free_count)
 
@@ -658,21 +687,18 @@ class FatFileSystem:
                 raise fs_error(errno.ENOTDIR, new)
         old_parent = src.parent
         assert old_parent is not None
+        # Reserve the new slots first: a full directory (ENOSPC) must leave source and target untouched.
+        st = self._load_dir(dparent)
+        sn = N.make_short_name(dname, lambda raw: st.by_short.get(raw, src) not in (src, target))
+        nslots = 1 + (len(N.lfn_slots(dname, 0)) if sn.needs_lfn else 0)
+        slot = self._alloc_slots(dparent, nslots)
         # 1. drop the old entry, 2. drop the replaced target, 3. write the new entry (crash: lost clusters at worst)
         self._remove_entry(src)
         if target is not None:
             self._remove_entry(target)
-        st = self._load_dir(dparent)
-        sn = N.make_short_name(dname, lambda raw: raw in st.by_short)
         src.name, src.short, src.ntres = dname, sn.raw, sn.ntres
         src.parent = dparent
-        src.nslots = 1 + (len(N.lfn_slots(dname, 0)) if sn.needs_lfn else 0)
-        try:
-            src.slot = self._alloc_slots(dparent, src.nslots)
-        except OSError:
-            # Could not place the new entry (directory full): put the old one back where it was.
-            src.parent = old_parent
-            raise
+        src.nslots, src.slot = nslots, slot
         self._write_node_slots(src, sn.needs_lfn)
         st.by_key[N.name_key(dname)] = src
         st.by_short[sn.raw] = src

@@ -209,10 +209,13 @@ def plan_format(size: int, cluster_size: int = 0, *, windows_limits: bool = Fals
     if cluster_size == 0:
         cluster_size = default_cluster_size(size)
     else:
-        if cluster_size & (cluster_size - 1) or not SECTOR <= cluster_size <= 65536:
+        if cluster_size <= 0 or cluster_size & (cluster_size - 1) or not SECTOR <= cluster_size <= 65536:
+            # vds.md §5.3 row 7: above the largest allowed unit → too big; otherwise (incl. not a power of two) too small.
+            allowed = allowed_cluster_sizes(size, windows=windows_limits)
+            largest = max(allowed) if allowed else 65536
             raise FormatError(
                 f"cluster size must be a power of two from 512 to 65536 bytes, got {cluster_size}",
-                "cluster_too_small" if cluster_size < 65536 else "cluster_too_big",
+                "cluster_too_big" if cluster_size > largest else "cluster_too_small",
             )
     total = min(size // SECTOR, MAX_TOTAL_SECTORS)
     spc = cluster_size // SECTOR

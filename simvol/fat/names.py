@@ -82,6 +82,10 @@ def _case(part: str) -> str:
     has_up = any(c.isupper() for c in part)
     if has_low and has_up:
         return "mixed"
+    if any(c.islower() and not c.isascii() for c in part):
+        # Readers disagree on lower-casing OEM letters through the NTRes flags (Linux does, mtools does
+        # not: "ÄÖÜ.äöü" shows as "ÄÖÜ.ÄÖÜ"), so such names get a long name, which every reader agrees on.
+        return "mixed"
     return "lower" if has_low else "upper"
 
 
