@@ -6,7 +6,9 @@ are ``IntFlag``/``IntEnum`` so they compare equal to the plain integers Windows 
 
 from __future__ import annotations
 
-from enum import IntFlag
+import uuid
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
 
 
 class VolumeFlag(IntFlag):
@@ -44,4 +46,197 @@ class VolumeFlag(IntFlag):
     BACKED_BY_WIM_IMAGE = 0x2000000
 
 
-__all__ = ["VolumeFlag"]
+
+
+class VolumeStatus(IntEnum):
+    """``VDS_VOLUME_STATUS``."""
+
+    UNKNOWN = 0
+    ONLINE = 1
+    NO_MEDIA = 3
+    OFFLINE = 4
+    FAILED = 5
+
+
+class VolumeType(IntEnum):
+    """``VDS_VOLUME_TYPE``."""
+
+    UNKNOWN = 0
+    SIMPLE = 10
+    SPAN = 11
+    STRIPE = 12
+    MIRROR = 13
+    PARITY = 14
+
+
+class Health(IntEnum):
+    """``VDS_HEALTH``."""
+
+    UNKNOWN = 0
+    HEALTHY = 1
+    REBUILDING = 2
+    STALE = 3
+    FAILING = 4
+    FAILING_REDUNDANCY = 5
+    FAILED_REDUNDANCY = 6
+    FAILED_REDUNDANCY_FAILING = 7
+    FAILED = 8
+    REPLACED = 9
+    PENDING_FAILURE = 10
+    DEGRADED = 11
+
+
+class TransitionState(IntEnum):
+    """``VDS_TRANSITION_STATE``."""
+
+    UNKNOWN = 0
+    STABLE = 1
+    EXTENDING = 2
+    SHRINKING = 3
+    RECONFIGING = 4
+    RESTRIPING = 5
+
+
+class FileSystemType(IntEnum):
+    """``VDS_FILE_SYSTEM_TYPE``."""
+
+    UNKNOWN = 0
+    RAW = 1
+    FAT = 2
+    FAT32 = 3
+    NTFS = 4
+    CDFS = 5
+    UDF = 6
+    EXFAT = 7
+    CSVFS = 8
+    REFS = 9
+
+
+class FileSystemPropFlag(IntFlag):
+    """``VDS_FILE_SYSTEM_PROP_FLAG``."""
+
+    COMPRESSED = 0x1
+
+
+class FileSystemFlag(IntFlag):
+    """``VDS_FILE_SYSTEM_FLAG`` (``VDS_FSF_``)."""
+
+    SUPPORT_FORMAT = 0x1
+    SUPPORT_QUICK_FORMAT = 0x2
+    SUPPORT_COMPRESS = 0x4
+    SUPPORT_SPECIFY_LABEL = 0x8
+    SUPPORT_MOUNT_POINT = 0x10
+    SUPPORT_REMOVABLE_MEDIA = 0x20
+    SUPPORT_EXTEND = 0x40
+    ALLOCATION_UNIT_512 = 0x10000
+    ALLOCATION_UNIT_1K = 0x20000
+    ALLOCATION_UNIT_2K = 0x40000
+    ALLOCATION_UNIT_4K = 0x80000
+    ALLOCATION_UNIT_8K = 0x100000
+    ALLOCATION_UNIT_16K = 0x200000
+    ALLOCATION_UNIT_32K = 0x400000
+    ALLOCATION_UNIT_64K = 0x800000
+    ALLOCATION_UNIT_128K = 0x1000000
+    ALLOCATION_UNIT_256K = 0x2000000
+
+
+class FileSystemFormatSupportFlag(IntFlag):
+    """``VDS_FILE_SYSTEM_FORMAT_SUPPORT_FLAG`` (``VDS_FSS_``)."""
+
+    DEFAULT = 0x1
+    PREVIOUS_REVISION = 0x2
+    RECOMMENDED = 0x4
+
+
+class FormatOptionFlags(IntFlag):
+    """``VDS_FORMAT_OPTION_FLAGS`` (``VDS_FSOF_``)."""
+
+    NONE = 0
+    FORCE = 0x1
+    QUICK = 0x2
+    COMPRESSION = 0x4
+    DUPLICATE_METADATA = 0x8
+
+
+#: Roles a volume can be created with (the simulated Windows roles, stored in the image).
+ROLE_FLAGS: dict[str, VolumeFlag] = {
+    "system": VolumeFlag.SYSTEM_VOLUME,
+    "boot": VolumeFlag.BOOT_VOLUME,
+    "pagefile": VolumeFlag.PAGEFILE,
+    "hidden": VolumeFlag.HIDDEN,
+    "readonly": VolumeFlag.READONLY,
+    "no-default-drive-letter": VolumeFlag.NO_DEFAULT_DRIVE_LETTER,
+}
+CRITICAL_ROLES = VolumeFlag.SYSTEM_VOLUME | VolumeFlag.BOOT_VOLUME | VolumeFlag.PAGEFILE
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeProp:
+    """``VDS_VOLUME_PROP`` (and the ``PROP2`` unique id)."""
+
+    id: uuid.UUID
+    type: VolumeType
+    status: VolumeStatus
+    health: Health
+    transition_state: TransitionState
+    size: int
+    flags: VolumeFlag
+    recommended_file_system_type: FileSystemType
+    name: str
+
+    @property
+    def unique_id(self) -> bytes:
+        """``VDS_VOLUME_PROP2.pUniqueId``: the 16 GUID bytes (Windows byte order)."""
+        return self.id.bytes_le
+
+
+@dataclass(frozen=True, slots=True)
+class FileSystemProp:
+    """``VDS_FILE_SYSTEM_PROP``."""
+
+    type: FileSystemType
+    volume_id: uuid.UUID
+    flags: FileSystemPropFlag
+    total_allocation_units: int
+    available_allocation_units: int
+    allocation_unit_size: int
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileSystemFormatSupportProp:
+    """``VDS_FILE_SYSTEM_FORMAT_SUPPORT_PROP``."""
+
+    flags: FileSystemFormatSupportFlag
+    revision: int
+    default_unit_allocation_size: int
+    allowed_unit_allocation_sizes: tuple[int, ...] = field(default_factory=tuple)
+    name: str = "FAT32"
+
+
+@dataclass(frozen=True, slots=True)
+class ReparsePointProp:
+    """``VDS_REPARSE_POINT_PROP``."""
+
+    source_volume_id: uuid.UUID
+    path: str
+
+
+__all__ = [
+    "VolumeFlag",
+    "VolumeStatus",
+    "VolumeType",
+    "Health",
+    "TransitionState",
+    "FileSystemType",
+    "FileSystemPropFlag",
+    "FileSystemFlag",
+    "FileSystemFormatSupportFlag",
+    "FormatOptionFlags",
+    "ROLE_FLAGS",
+    "CRITICAL_ROLES",
+    "VolumeProp",
+    "FileSystemProp",
+    "FileSystemFormatSupportProp",
+    "ReparsePointProp",
+]

@@ -4,7 +4,7 @@ The engine knows nothing of FUSE or VDS. ``FatFileSystem`` is the file system; `
 new one; ``check`` examines (and optionally repairs) one on the raw image.
 """
 
-from .check import Problem, check
+from .check import Problem, check, is_dirty
 from .filesystem import MAX_FILE_SIZE, FatFileSystem, Node, Stat, StatFs
 from .format import format_volume
 from .layout import (
@@ -28,6 +28,7 @@ __all__ = [
     "MAX_FILE_SIZE",
     "format_volume",
     "check",
+    "is_dirty",
     "Problem",
     "Geometry",
     "plan_format",

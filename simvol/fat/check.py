@@ -334,6 +334,14 @@ class _Checker:
         os.fsync(self.fd)
 
 
+def is_dirty(fd: int, region_size: int) -> bool:
+    """Whether either dirty marker is set (boot sector 0x41 bit 0, or FAT[1]'s clean bit cleared)."""
+    info = parse_boot_sector(os.pread(fd, 4096, 0), region_size)
+    geo = info.geometry
+    fat1 = int.from_bytes(os.pread(fd, 4, geo.fat_offset(geo.active_fat or 0) + 4), "little")
+    return info.dirty or not fat1 & FAT1_CLEAN
+
+
 def check(
     fd: int,
     region_size: int,

@@ -20,8 +20,7 @@ import time
 from typing import Any
 
 from ..errors import SimvolError
-from ..fat import FatFileSystem, check
-from ..fat.layout import parse_boot_sector
+from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
 from . import holders as holders_mod
 from . import mountinfo
@@ -32,13 +31,6 @@ from .ops import VolumeOps
 log = logging.getLogger("simvol.mount.daemon")
 
 SAFE_WAIT = 0.5  # late RELEASEs arrive after close() returns (fuse.md §5 step 2)
-
-
-def image_is_dirty(fd: int, region_size: int) -> bool:
-    info = parse_boot_sector(os.pread(fd, 4096, 0), region_size)
-    geo = info.geometry
-    fat1 = int.from_bytes(os.pread(fd, 4, geo.fat_offset(geo.active_fat or 0) + 4), "little")
-    return info.dirty or not fat1 & 0x08000000
 
 
 class Daemon:
@@ -63,7 +55,7 @@ class Daemon:
         a = self.args
         self.image = Image.open(a.image, writable=not a.readonly)
         fd, size = self.image.fd, self.image.fs_size
-        if not a.readonly and image_is_dirty(fd, size):
+        if not a.readonly and is_dirty(fd, size):
             log.warning("image %s is dirty: checking and repairing before the mount", a.image)
             problems = check(fd, size, repair=True)
             self.repaired = [p.as_dict() for p in problems]
@@ -115,8 +107,17 @@ class Daemon:
             "cluster_size": sfs.cluster_size,
             "repaired": self.repaired,
             "readonly": self.args.readonly,
+            "label": self._label(),
             "started": self.started,
         }
+
+    def _label(self) -> str:
+        assert self.ops is not None and self.fs is not None
+        with self.ops._engine_lock:
+            try:
+                return self.fs.label
+            except OSError:
+                return ""
 
     def holders(self, extra_paths: list[str]) -> tuple[list[holders_mod.Holder], bool]:
         assert self.ops is not None

@@ -1,0 +1,184 @@
+"""The host-side registry: which images are attached, their attach numbers, access paths and the
+temporary-dismount state (``ROOT/simvol.db``).
+
+SQLite in WAL mode; every change runs in ``BEGIN IMMEDIATE`` so several processes can drive one root. The
+permanent-dismount flag is deliberately *not* here: it lives in the image (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE volumes (
+               id TEXT PRIMARY KEY,            -- volume GUID, lower case, no braces
+               image TEXT NOT NULL UNIQUE,     -- absolute image path
+               number INTEGER NOT NULL UNIQUE, -- attach number: \\\\?\\GLOBALROOT\\Device\\HarddiskVolumeN
+               dismount TEXT NOT NULL DEFAULT 'none' CHECK (dismount IN ('none', 'temporary')),
+               attached REAL NOT NULL
+           )""",
+        """CREATE TABLE access_paths (
+               volume_id TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+               kind TEXT NOT NULL CHECK (kind IN ('letter', 'folder')),
+               display TEXT NOT NULL,          -- as QueryAccessPaths returns it: 'E:\\', 'C:\\mnt\\d\\', '/host/dir'
+               key TEXT NOT NULL UNIQUE,       -- comparison key (upper case for Windows-form paths)
+               host_path TEXT NOT NULL UNIQUE, -- where the symlink stands
+               dir_mode INTEGER NOT NULL DEFAULT 493,  -- mode of the directory a folder replaced (0755)
+               position INTEGER NOT NULL
+           )""",
+        "CREATE INDEX access_paths_volume ON access_paths(volume_id, position)",
+        "CREATE TABLE host (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRow:
+    id: str
+    image: str
+    number: int
+    dismount: str
+    attached: float
+
+
+@dataclass(frozen=True, slots=True)
+class PathRow:
+    volume_id: str
+    kind: str
+    display: str
+    key: str
+    host_path: str
+    dir_mode: int
+    position: int
+
+
+class RegistryError(Exception):
+    pass
+
+
+class Registry:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"{self.path} was written by a newer simvol (schema {version}, this one knows {SCHEMA_VERSION})"
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[v]:
+                    db.execute(stmt)
+                db.execute(f"PRAGMA user_version={v}")
+
+    # ------------------------------------------------------------ volumes
+
+    def volumes(self) -> list[VolumeRow]:
+        return [VolumeRow(**dict(r)) for r in self._db.execute("SELECT * FROM volumes ORDER BY number")]
+
+    def volume(self, volume_id: str) -> VolumeRow | None:
+        r = self._db.execute("SELECT * FROM volumes WHERE id = ?", (volume_id,)).fetchone()
+        return VolumeRow(**dict(r)) if r else None
+
+    def volume_by_image(self, image: str) -> VolumeRow | None:
+        r = self._db.execute("SELECT * FROM volumes WHERE image = ?", (image,)).fetchone()
+        return VolumeRow(**dict(r)) if r else None
+
+    def add_volume(self, volume_id: str, image: str) -> VolumeRow:
+        with self.transaction() as db:
+            n = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM volumes").fetchone()[0]
+            db.execute(
+                "INSERT INTO volumes (id, image, number, dismount, attached) VALUES (?, ?, ?, 'none', ?)",
+                (volume_id, image, n, time.time()),
+            )
+        row = self.volume(volume_id)
+        assert row is not None
+        return row
+
+    def remove_volume(self, volume_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
+
+    def set_dismount(self, volume_id: str, state: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE volumes SET dismount = ? WHERE id = ?", (state, volume_id))
+
+    def clear_all_temporary(self) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE volumes SET dismount = 'none'")
+
+    # ------------------------------------------------------------ access paths
+
+    def paths(self, volume_id: str | None = None) -> list[PathRow]:
+        if volume_id is None:
+            rows = self._db.execute("SELECT * FROM access_paths ORDER BY volume_id, position")
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM access_paths WHERE volume_id = ? ORDER BY kind = 'folder', position", (volume_id,)
+            )
+        return [PathRow(**dict(r)) for r in rows]
+
+    def path_by_key(self, key: str) -> PathRow | None:
+        r = self._db.execute("SELECT * FROM access_paths WHERE key = ?", (key,)).fetchone()
+        return PathRow(**dict(r)) if r else None
+
+    def path_by_host(self, host_path: str) -> PathRow | None:
+        r = self._db.execute("SELECT * FROM access_paths WHERE host_path = ?", (host_path,)).fetchone()
+        return PathRow(**dict(r)) if r else None
+
+    def add_path(self, db: sqlite3.Connection, volume_id: str, kind: str, display: str, key: str,
+                 host_path: str, dir_mode: int) -> None:
+        """Insert inside a caller's transaction (the caller creates the symlink in the same critical section)."""
+        pos = db.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM access_paths").fetchone()[0]
+        db.execute(
+            "INSERT INTO access_paths (volume_id, kind, display, key, host_path, dir_mode, position) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (volume_id, kind, display, key, host_path, dir_mode, pos),
+        )
+
+    def remove_path(self, db: sqlite3.Connection, key: str) -> None:
+        db.execute("DELETE FROM access_paths WHERE key = ?", (key,))
+
+    # ------------------------------------------------------------ host facts
+
+    def host_value(self, key: str) -> str | None:
+        r = self._db.execute("SELECT value FROM host WHERE key = ?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_host_value(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO host (key, value) VALUES (?, ?)", (key, value))

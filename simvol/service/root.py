@@ -1,0 +1,96 @@
+"""The root directory of one simulated host (DESIGN §4): its layout, permissions and locks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import platformdirs
+
+from ..errors import HRESULTS, VdsError
+
+
+def default_root() -> str:
+    """``SIMVOL_ROOT``, else the platform's per-user state directory."""
+    env = os.environ.get("SIMVOL_ROOT")
+    if env:
+        return env
+    return platformdirs.user_state_dir("simvol", appauthor=False)
+
+
+def _private_dir(path: str, mode: int = 0o700) -> None:
+    """Create a directory we own; refuse a symlink or someone else's directory planted there."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise VdsError(HRESULTS["E_ACCESSDENIED"], f"{path} is not a directory (a symlink or file is in the way)")
+    if st.st_uid != os.geteuid():
+        raise VdsError(HRESULTS["E_ACCESSDENIED"], f"{path} belongs to uid {st.st_uid}, not to this user")
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+class Root:
+    """``ROOT/simvol.db``, ``images/``, ``volumes/{GUID}/``, ``drives/C/``, ``drives/X``, ``run/``."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = os.path.abspath(os.fspath(path) if path is not None else default_root())
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            _private_dir(self.path)
+            _private_dir(self.images)
+            _private_dir(self.volumes)
+            _private_dir(self.drives)
+            _private_dir(self.system_drive, 0o755)
+            _private_dir(self.run)
+            _private_dir(self.locks)
+        except PermissionError as e:
+            raise VdsError(HRESULTS["E_ACCESSDENIED"], f"cannot use {self.path} as a simvol root: {e.strerror}") from e
+        except OSError as e:
+            raise VdsError(HRESULTS["E_ACCESSDENIED"], f"cannot use {self.path} as a simvol root: {e}") from e
+        self._held = threading.local()
+
+    images = property(lambda self: os.path.join(self.path, "images"))
+    volumes = property(lambda self: os.path.join(self.path, "volumes"))
+    drives = property(lambda self: os.path.join(self.path, "drives"))
+    system_drive = property(lambda self: os.path.join(self.path, "drives", "C"))
+    run = property(lambda self: os.path.join(self.path, "run"))
+    locks = property(lambda self: os.path.join(self.path, "run", "locks"))
+    database = property(lambda self: os.path.join(self.path, "simvol.db"))
+
+    def mountpoint(self, volume_id: str) -> str:
+        return os.path.join(self.volumes, "{" + volume_id.upper() + "}")
+
+    def letter_path(self, letter: str) -> str:
+        return os.path.join(self.drives, letter.upper())
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock shared by every process on this root; re-entrant within a thread."""
+        held: dict[str, int] = getattr(self._held, "locks", None) or {}
+        self._held.locks = held
+        if held.get(name):
+            held[name] += 1
+            try:
+                yield
+            finally:
+                held[name] -= 1
+            return
+        fd = os.open(os.path.join(self.locks, name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held[name] = 1
+            try:
+                yield
+            finally:
+                held[name] = 0
+        finally:
+            os.close(fd)

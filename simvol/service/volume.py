@@ -1,0 +1,604 @@
+"""``Volume``: the ``IVdsVolume``/``IVdsVolumeMF(2,3)`` methods with reference/vds.md's checks, in its order.
+
+Each method takes the volume's lock (shared by every process on the root), reconciles, runs the checks top to
+bottom (the first that fires decides and changes nothing), then acts. Failures raise :class:`VdsError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    HRESULTS,
+    S_OK,
+    FormatError,
+    ImageError,
+    SimvolError,
+    VdsError,
+    VolumeInUseError,
+    vds_error,
+)
+from ..fat import FatFileSystem, allowed_cluster_sizes, default_cluster_size, format_volume, is_dirty
+from ..fat.layout import normalize_label, plan_format
+from ..image import Image
+from ..types import (
+    CRITICAL_ROLES,
+    FileSystemFormatSupportFlag,
+    FileSystemFormatSupportProp,
+    FileSystemProp,
+    FileSystemPropFlag,
+    FileSystemType,
+    Health,
+    ReparsePointProp,
+    TransitionState,
+    VolumeFlag,
+    VolumeProp,
+    VolumeStatus,
+    VolumeType,
+)
+from .paths import AccessPath, Shape, guid_path, parse_access_path
+
+if TYPE_CHECKING:
+    from .service import VolumeService
+
+log = logging.getLogger(__name__)
+
+_E = HRESULTS
+_ALWAYS = VolumeFlag.NTFS_NOT_SUPPORTED | VolumeFlag.FAT_NOT_SUPPORTED | VolumeFlag.REFS_NOT_SUPPORTED
+_KNOWN_OTHER_FS = {"NTFS", "FAT", "EXFAT", "UDF", "REFS"}
+_FS_BY_TYPE = {
+    FileSystemType.NTFS: "NTFS",
+    FileSystemType.FAT: "FAT",
+    FileSystemType.EXFAT: "EXFAT",
+    FileSystemType.UDF: "UDF",
+    FileSystemType.REFS: "REFS",
+}
+
+
+def _fail(code: str, message: str | None = None, **kw: Any) -> VdsError:
+    return vds_error(_E[code], message, **kw)
+
+
+class Volume:
+    """One attached volume. Cheap to create; every call reads the current state."""
+
+    def __init__(self, service: VolumeService, volume_id: str) -> None:
+        self._svc = service
+        self.id = uuid.UUID(volume_id)
+        self._vid = str(self.id)
+
+    def __repr__(self) -> str:
+        return f"<Volume {{{self._vid.upper()}}}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Volume) and other.id == self.id and other._svc is self._svc
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # ================================================================= helpers
+
+    def _lock(self):
+        return self._svc.root.lock(self._vid)
+
+    def _enter(self) -> str:
+        """Reconcile and return the state (M, T, P or FAILED); the caller holds the lock."""
+        return self._svc._reconcile(self._vid)
+
+    def _meta(self):
+        meta = self._svc._metadata(self._svc._row(self._vid))
+        if meta is None:
+            raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot read the image {self.image}")
+        return meta
+
+    @property
+    def image(self) -> str:
+        return self._svc._row(self._vid).image
+
+    @property
+    def mount_path(self) -> str:
+        """The FUSE mount point, ``ROOT/volumes/{GUID}`` (present only while mounted)."""
+        return self._svc.root.mountpoint(self._vid)
+
+    def _paths(self):
+        return self._svc.registry.paths(self._vid)
+
+    def _host_paths(self) -> list[str]:
+        return [p.host_path for p in self._paths()]
+
+    def _in_use_holders(self) -> list[dict[str, Any]]:
+        client = self._svc._client(self._vid)
+        if client is None:
+            return []
+        try:
+            return client.holders(self._host_paths())
+        except SimvolError as e:
+            log.warning("holder query failed: %s", e)
+            return []
+
+    def _set_image_flags(self, *, set: int = 0, clear: int = 0) -> None:
+        try:
+            with Image.open(self.image) as im:
+                im.update_flags(set=set, clear=clear)
+        except ImageError as e:
+            raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot update {self.image}: {e}") from e
+
+    def _mount_now(self) -> None:
+        self._svc._start(self._svc._row(self._vid))
+        self._svc.registry.set_dismount(self._vid, "none")
+
+    # ================================================================= queries
+
+    @property
+    def state(self) -> str:
+        """``M`` (mounted), ``T`` (temporarily dismounted), ``P`` (permanently dismounted) or ``FAILED``."""
+        with self._lock():
+            return self._enter()
+
+    def _flags(self, state: str, meta) -> VolumeFlag:
+        flags = VolumeFlag(meta.flags) | _ALWAYS if meta is not None else _ALWAYS
+        if meta is not None:
+            size = meta.fs_size
+            try:
+                plan_format(size, 0, windows_limits=True)
+            except FormatError:
+                flags |= VolumeFlag.FAT32_NOT_SUPPORTED
+            if state in ("T", "P") and _image_dirty(self.image, size):
+                flags |= VolumeFlag.DIRTY
+        return flags
+
+    def get_properties(self) -> VolumeProp:
+        """``IVdsVolume::GetProperties``: S_OK in every state; never remounts."""
+        with self._lock():
+            state = self._enter()
+            row = self._svc._row(self._vid)
+            meta = self._svc._metadata(row)
+            status = {"M": VolumeStatus.ONLINE, "T": VolumeStatus.ONLINE, "P": VolumeStatus.OFFLINE}.get(
+                state, VolumeStatus.FAILED
+            )
+            return VolumeProp(
+                id=self.id,
+                type=VolumeType.SIMPLE,
+                status=status,
+                health=Health.HEALTHY if state != "FAILED" else Health.FAILED,
+                transition_state=TransitionState.STABLE,
+                size=meta.fs_size if meta else 0,
+                flags=self._flags(state, meta),
+                recommended_file_system_type=FileSystemType.FAT32,
+                name=f"\\\\?\\GLOBALROOT\\Device\\HarddiskVolume{row.number}",
+            )
+
+    def query_access_paths(self) -> list[str]:
+        """Drive letter first (``E:\\``), then folders in the order added; S_OK in every state."""
+        with self._lock():
+            self._enter()
+            return [p.display for p in self._paths()]
+
+    def query_reparse_points(self) -> list[ReparsePointProp]:
+        """FAT32 cannot hold mount folders, so always empty (vds.md §5.6)."""
+        with self._lock():
+            self._enter()
+            return []
+
+    def query_volume_guid_pathnames(self) -> list[str]:
+        with self._lock():
+            self._enter()
+            return [] if self._meta().flags & VolumeFlag.HIDDEN else [guid_path(self.id)]
+
+    def get_file_system_type_name(self) -> str:
+        with self._lock():
+            if self._enter() == "P":
+                raise _fail("VDS_E_VOLUME_NOT_ONLINE")
+            return "FAT32"
+
+    def query_file_system_format_support(self) -> list[FileSystemFormatSupportProp]:
+        with self._lock():
+            self._enter()
+            size = self._meta().fs_size
+            try:
+                plan_format(size, 0, windows_limits=True)
+                default = default_cluster_size(size)
+                allowed = tuple(allowed_cluster_sizes(size))
+            except FormatError:
+                default, allowed = 0, ()
+            return [
+                FileSystemFormatSupportProp(
+                    FileSystemFormatSupportFlag.DEFAULT | FileSystemFormatSupportFlag.RECOMMENDED, 0, default, allowed
+                )
+            ]
+
+    def get_file_system_properties(self) -> FileSystemProp:
+        """P → VDS_E_VOLUME_NOT_ONLINE; T → remount first (vds.md §5.2)."""
+        with self._lock():
+            state = self._enter()
+            if state == "P":
+                raise _fail("VDS_E_VOLUME_NOT_ONLINE")
+            if state == "T":
+                self._mount_now()
+            return self._fs_prop()
+
+    def _fs_prop(self) -> FileSystemProp:
+        client = self._svc._client(self._vid)
+        if client is None:
+            raise _fail("VDS_E_OBJECT_STATUS_FAILED", "the volume is not mounted")
+        st = client.status()
+        return FileSystemProp(
+            type=FileSystemType.FAT32,
+            volume_id=self.id,
+            flags=FileSystemPropFlag(0),
+            total_allocation_units=st["total_clusters"],
+            available_allocation_units=st["free_clusters"],
+            allocation_unit_size=st["cluster_size"],
+            label=st.get("label", ""),
+        )
+
+    @property
+    def label(self) -> str:
+        """The volume label, read from the mounted file system or the image."""
+        client = self._svc._client(self._vid)
+        if client is not None:
+            try:
+                return client.status().get("label", "")
+            except SimvolError:
+                pass
+        try:
+            with Image.open(self.image, writable=False) as im:
+                return FatFileSystem(im.fd, im.fs_size, writable=False).label
+        except (SimvolError, OSError):
+            return ""
+
+    def holders(self) -> list[dict[str, Any]]:
+        """Processes holding the mounted volume: pid, process, path, kind (file, dir, cwd, root, mmap)."""
+        with self._lock():
+            if self._enter() != "M":
+                return []
+            return self._in_use_holders()
+
+    # ================================================================= Mount / Dismount / Offline
+
+    def mount(self) -> int:
+        """``IVdsVolumeMF::Mount`` (vds.md §5.8)."""
+        with self._lock():
+            state = self._enter()
+            if state == "M":
+                if self._svc._daemon(self._vid) is None:
+                    self._svc._start(self._svc._row(self._vid))
+                return S_OK
+            if state == "FAILED":
+                raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot read the image {self.image}")
+            if state == "P":
+                self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
+                try:
+                    self._mount_now()
+                except VdsError:
+                    self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
+                    raise
+                return S_OK
+            self._mount_now()
+            return S_OK
+
+    def dismount(self, force: bool = False, permanent: bool = False) -> int:
+        """``IVdsVolumeMF::Dismount(bForce, bPermanent)`` with the checks of vds.md §5.10, in order."""
+        with self._lock():
+            state = self._enter()
+            meta = self._meta()
+            flags = meta.flags
+            if state == "M" and not force:
+                holders = self._in_use_holders()
+                if holders:
+                    from .service import _in_use_message
+
+                    raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+            if flags & CRITICAL_ROLES:
+                raise _fail("VDS_E_NOT_SUPPORTED", "a system, boot or pagefile volume cannot be dismounted")
+            if state == "T":
+                raise _fail("VDS_E_VOLUME_TEMPORARILY_DISMOUNTED")
+            if permanent and not flags & VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED:
+                raise _fail("VDS_E_NOT_SUPPORTED", "this volume does not support permanent dismount")
+            if permanent and self._paths():
+                raise _fail("VDS_E_VOLUME_HAS_PATH")
+            if not permanent and state == "P":
+                raise _fail("VDS_E_VOLUME_PERMANENTLY_DISMOUNTED")
+            if permanent and state == "P":
+                return S_OK
+            if state == "FAILED":
+                raise _fail("VDS_E_OBJECT_STATUS_FAILED")
+            self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
+            self._svc.registry.set_dismount(self._vid, "temporary")
+            if permanent:
+                self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
+            return S_OK
+
+    def offline(self) -> int:
+        """``IVdsVolumeMF3::OfflineVolume``: P → S_OK, otherwise Dismount(TRUE, TRUE)."""
+        with self._lock():
+            if self._enter() == "P":
+                return S_OK
+            return self.dismount(force=True, permanent=True)
+
+    # ================================================================= access paths
+
+    def _check_path_shape(self, ap: AccessPath) -> None:
+        if ap.shape is Shape.INVALID:
+            raise _fail("E_INVALIDARG", "the path is empty or longer than 259 characters")
+        if ap.shape is Shape.GUID:
+            raise _fail("VDS_E_VOLUME_GUID_PATHNAME_NOT_ALLOWED")
+
+    def _folder_host(self, ap: AccessPath) -> str:
+        """Host location of a folder path; raises per rows 9 and 10."""
+        root = self._svc.root
+        if ap.shape is Shape.HOST:
+            host = ap.display
+        elif ap.letter == "C":
+            host = os.path.join(root.system_drive, *ap.parts)
+        else:
+            prow = self._svc.registry.path_by_key(f"{ap.letter}:")
+            if prow is not None:
+                raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
+            raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"no drive {ap.letter}:")
+        real_parent = os.path.realpath(os.path.dirname(host))
+        if _inside(real_parent, root.volumes) or _inside(os.path.realpath(host), root.volumes) and not os.path.islink(host):
+            raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
+        return host
+
+    def add_access_path(self, path: str) -> int:
+        """``IVdsVolumeMF::AddAccessPath`` (vds.md §5.4): a drive letter or an empty-directory mount folder."""
+        ap = parse_access_path(path)
+        self._check_path_shape(ap)
+        with self._lock(), self._svc.root.lock("paths"):
+            state = self._enter()
+            meta = self._meta()
+            if meta.flags & VolumeFlag.HIDDEN:
+                raise _fail("VDS_E_VOLUME_HIDDEN")
+            if ap.shape is Shape.BAD_LETTER:
+                raise _fail("VDS_E_INVALID_DRIVE_LETTER", f"{path!r} is not a valid drive letter")
+            if ap.shape is Shape.BAD_SHAPE:
+                raise _fail("E_INVALIDARG", f"{path!r} is not an absolute path")
+            reg = self._svc.registry
+            root = self._svc.root
+            if ap.shape is Shape.LETTER:
+                if meta.flags & CRITICAL_ROLES:
+                    raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
+                if any(p.kind == "letter" for p in self._paths()):
+                    raise _fail("VDS_E_OBJECT_EXISTS", "the volume already has a drive letter")
+                if ap.letter == "C" or reg.path_by_key(ap.key) is not None:
+                    raise _fail("VDS_E_DRIVE_LETTER_NOT_FREE", f"{ap.letter}: is taken")
+                host = root.letter_path(ap.letter or "")
+                if os.path.lexists(host):
+                    if not (os.path.islink(host) and reg.path_by_host(host) is None):
+                        raise _fail("VDS_E_DRIVE_LETTER_NOT_FREE", f"{ap.letter}: is taken ({host} exists)")
+                    os.unlink(host)  # a leftover link no volume claims
+                target = os.path.join("..", "volumes", "{" + self._vid.upper() + "}")
+                dir_mode = 0o755
+            else:
+                host = self._folder_host(ap)
+                try:
+                    st = os.lstat(host)
+                except FileNotFoundError:
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
+                except NotADirectoryError:
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
+                if stat.S_ISLNK(st.st_mode) and (
+                    reg.path_by_host(host) is not None or _inside(os.readlink(host), root.volumes)
+                ):
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is already a mount folder")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_DIRECTORY)", f"{path} is not a directory")
+                if os.listdir(host):
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is not empty")
+                target = root.mountpoint(self._vid)
+                dir_mode = stat.S_IMODE(st.st_mode)
+            with reg.transaction() as db:
+                reg.add_path(db, self._vid, ap.shape.value if ap.shape is Shape.LETTER else "folder",
+                             ap.display, ap.key, host, dir_mode)
+                if ap.shape is not Shape.LETTER:
+                    os.rmdir(host)  # only an empty directory; never follows a symlink
+                try:
+                    os.symlink(target, host)
+                except OSError:
+                    if ap.shape is not Shape.LETTER:
+                        os.mkdir(host, dir_mode)
+                    raise
+            if state == "P":
+                try:
+                    self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
+                    self._mount_now()
+                except VdsError as e:
+                    self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
+                    self._remove_path(ap.key)
+                    raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
+            return S_OK
+
+    def _remove_path(self, key: str) -> None:
+        reg = self._svc.registry
+        row = reg.path_by_key(key)
+        if row is None:
+            return
+        with reg.transaction() as db:
+            reg.remove_path(db, key)
+            try:
+                if os.path.islink(row.host_path):
+                    os.unlink(row.host_path)
+            except FileNotFoundError:
+                pass
+            if row.kind == "folder" and not os.path.lexists(row.host_path):
+                os.mkdir(row.host_path, row.dir_mode)
+                os.chmod(row.host_path, row.dir_mode)
+
+    def delete_access_path(self, path: str, force: bool = False) -> int:
+        """``IVdsVolumeMF::DeleteAccessPath`` (vds.md §5.7). A folder becomes an empty directory again."""
+        ap = parse_access_path(path)
+        self._check_path_shape(ap)
+        with self._lock(), self._svc.root.lock("paths"):
+            state = self._enter()
+            mine = {p.key: p for p in self._paths()}
+            if ap.shape not in (Shape.LETTER, Shape.FOLDER, Shape.HOST) or ap.key not in mine:
+                raise _fail("VDS_E_PATH_NOT_FOUND", f"{path} is not an access path of this volume")
+            if ap.shape is Shape.LETTER:
+                if self._meta().flags & CRITICAL_ROLES:
+                    raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
+                if state == "M" and not force:
+                    holders = self._in_use_holders()
+                    if holders:
+                        from .service import _in_use_message
+
+                        raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+            self._remove_path(ap.key)
+            return S_OK
+
+    # ================================================================= format and file-system flags
+
+    def format(
+        self,
+        fs_type: int | str = FileSystemType.FAT32,
+        label: str | None = None,
+        unit: int = 0,
+        force: bool = False,
+        quick: bool = True,
+        compress: bool = False,
+    ) -> int:
+        """``IVdsVolumeMF::Format`` (vds.md §5.3); returns S_OK or VDS_S_VOLUME_COMPRESS_FAILED."""
+        with self._lock():
+            state = self._enter()
+            meta = self._meta()
+            if state == "P":
+                raise _fail("VDS_E_VOLUME_NOT_ONLINE")
+            if meta.flags & CRITICAL_ROLES:
+                raise _fail("VDS_E_OPERATION_DENIED", "system, boot and pagefile volumes cannot be formatted")
+            if meta.flags & VolumeFlag.READONLY:
+                raise _fail("VDS_E_MEDIA_WRITE_PROTECTED")
+            name = fs_type.upper() if isinstance(fs_type, str) else _FS_BY_TYPE.get(_fs_enum(fs_type), "")
+            if isinstance(fs_type, str) and fs_type.upper() == "FAT32" or fs_type == FileSystemType.FAT32:
+                pass
+            elif name in _KNOWN_OTHER_FS:
+                raise _fail("VDS_E_INCOMPATIBLE_FILE_SYSTEM", f"simvol formats FAT32 only, not {name}")
+            else:
+                raise _fail("VDS_E_INVALID_FS_TYPE", f"unknown file-system type {fs_type!r}")
+            try:
+                normalize_label(label)
+            except FormatError as e:
+                raise _fail("VDS_E_BAD_LABEL", str(e)) from e
+            size = meta.fs_size
+            try:
+                plan_format(size, 0, windows_limits=True)
+            except FormatError as e:
+                raise _fail("VDS_E_VOLUME_TOO_BIG" if e.reason == "too_big" else "VDS_E_VOLUME_TOO_SMALL", str(e)) from e
+            if unit:
+                allowed = allowed_cluster_sizes(size)
+                if unit not in allowed:
+                    code = "VDS_E_CLUSTER_SIZE_TOO_BIG" if allowed and unit > max(allowed) else "VDS_E_CLUSTER_SIZE_TOO_SMALL"
+                    raise _fail(code, f"allocation unit {unit} not allowed for {size} bytes (allowed: {allowed})")
+            if state == "M" and not force:
+                holders = self._in_use_holders()
+                if holders:
+                    from .service import _in_use_message
+
+                    raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+            if state == "M":
+                self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
+            try:
+                with Image.open(self.image) as im:
+                    format_volume(im.fd, im.fs_size, cluster_size=unit, label=label, windows_limits=True, quick=quick)
+            except (ImageError, OSError) as e:
+                raise _fail("VDS_E_IO_ERROR", f"formatting failed: {e}") from e
+            except FormatError as e:  # pragma: no cover - checked above
+                raise _fail("VDS_E_IO_ERROR", str(e)) from e
+            self._mount_now()
+            return _E["VDS_S_VOLUME_COMPRESS_FAILED"] if compress else S_OK
+
+    def _fs_flags(self, flags: int, setting: bool) -> int:
+        with self._lock():
+            state = self._enter()
+            if self._meta().flags & VolumeFlag.HIDDEN:
+                raise _fail("VDS_E_INVALID_OPERATION")
+            if flags & ~FileSystemPropFlag.COMPRESSED:
+                raise _fail("VDS_E_INVALID_FS_FLAG")
+            if state == "P":
+                raise _fail("VDS_E_VOLUME_NOT_ONLINE")
+            if state == "T":
+                self._mount_now()
+            if setting and flags & FileSystemPropFlag.COMPRESSED:
+                raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 cannot be compressed")
+            return S_OK
+
+    def set_file_system_flags(self, flags: int) -> int:
+        return self._fs_flags(flags, True)
+
+    def clear_file_system_flags(self, flags: int) -> int:
+        return self._fs_flags(flags, False)
+
+    # ================================================================= life cycle
+
+    def detach(self, force: bool = False) -> None:
+        """Dismount (forced with ``force``), remove every access path and forget the volume; the image stays."""
+        with self._lock(), self._svc.root.lock("paths"):
+            state = self._enter()
+            if state == "M":
+                self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
+            for p in self._paths():
+                self._remove_path(p.key)
+            self._svc.registry.remove_volume(self._vid)
+
+    def delete(self, force: bool = False) -> None:
+        """``detach`` and remove the image file."""
+        image = self.image
+        self.detach(force=force)
+        try:
+            if stat.S_ISREG(os.lstat(image).st_mode):
+                os.unlink(image)
+        except FileNotFoundError:
+            pass
+
+    # ================================================================= JSON view
+
+    def to_dict(self) -> dict[str, Any]:
+        """The VOLUME object of the CLI's ``--json`` output (docs/cli.md)."""
+        prop = self.get_properties()
+        state = self.state
+        mounted = state == "M" and self._svc._daemon(self._vid) is not None
+        return {
+            "id": "{" + self._vid.upper() + "}",
+            "guid_path": guid_path(self.id),
+            "image": self.image,
+            "status": prop.status.name,
+            "flags": int(prop.flags),
+            "flag_names": [f"VDS_VF_{f.name}" for f in VolumeFlag if f in prop.flags and f.name],
+            "size": prop.size,
+            "filesystem": "FAT32",
+            "label": self.label if state != "FAILED" else "",
+            "access_paths": self.query_access_paths(),
+            "mounted": mounted,
+            "mount_path": self.mount_path if mounted else None,
+            "dismount_state": {"M": "none", "T": "temporary", "P": "permanent"}.get(state, "none"),
+        }
+
+
+def _fs_enum(v: int) -> FileSystemType | None:
+    try:
+        return FileSystemType(int(v))
+    except ValueError:
+        return None
+
+
+def _inside(path: str, base: str) -> bool:
+    path = os.path.normpath(path)
+    base = os.path.normpath(base)
+    return path == base or path.startswith(base + os.sep)
+
+
+def _image_dirty(image: str, size: int) -> bool:
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return is_dirty(fd, size)
+    except (SimvolError, OSError):
+        return False
+    finally:
+        os.close(fd)
+
