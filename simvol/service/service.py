@@ -329,7 +329,7 @@ class VolumeService:
         for role in roles:
             r = role.lower().replace("_", "-")
             if r == "no-permanent-dismount":
-                flags &= ~VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED
+                flags = VolumeFlag(int(flags) & ~int(VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED))
             elif r in ROLE_FLAGS:
                 flags |= ROLE_FLAGS[r]
             else:

@@ -515,7 +515,7 @@ class Volume:
             state = self._enter()
             if self._meta().flags & VolumeFlag.HIDDEN:
                 raise _fail("VDS_E_INVALID_OPERATION")
-            if flags & ~FileSystemPropFlag.COMPRESSED:
+            if int(flags) & ~int(FileSystemPropFlag.COMPRESSED):
                 raise _fail("VDS_E_INVALID_FS_FLAG")
             if state == "P":
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
