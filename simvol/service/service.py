@@ -28,6 +28,7 @@ from ..errors import (
     vds_error,
 )
 from ..fat import format_volume
+from ..fat.layout import plan_format
 from ..image import Image, create_image, read_metadata
 from ..image.metadata import ImageMetadata
 from ..mount import (
@@ -340,10 +341,14 @@ class VolumeService:
                 raise vds_error(HRESULTS["VDS_E_INVALID_DRIVE_LETTER"], f"{letter!r} is not a drive letter")
             if flags & VolumeFlag.HIDDEN:
                 raise vds_error(HRESULTS["VDS_E_VOLUME_HIDDEN"], "a hidden volume cannot have a drive letter")
-        vid = uuid.uuid4()
-        path = os.path.abspath(os.fspath(image)) if image is not None else os.path.join(self.root.images, f"{vid}.img")
         if size % 512:
             size += 512 - size % 512
+        try:
+            plan_format(size, cluster_size)  # refuse impossible sizes before any file exists
+        except FormatError as e:
+            raise format_error_to_vds(e) from e
+        vid = uuid.uuid4()
+        path = os.path.abspath(os.fspath(image)) if image is not None else os.path.join(self.root.images, f"{vid}.img")
         try:
             create_image(path, size, volume_id=vid, flags=int(flags))
         except ImageError as e:
@@ -364,7 +369,7 @@ class VolumeService:
             raise
         if letter is not None:
             try:
-                vol.add_access_path(letter if ":" in letter else letter + ":")
+                vol.add_access_path(letter if ":" in letter else letter + ":", _initial=True)
             except VdsError:
                 vol.delete(force=True)
                 raise

@@ -18,10 +18,12 @@ from ..errors import (
     FormatError,
     ImageError,
     SimvolError,
+    UnsupportedFileSystemError,
     VdsError,
     VolumeInUseError,
     vds_error,
 )
+from ..fat import check as check_fs
 from ..fat import FatFileSystem, allowed_cluster_sizes, default_cluster_size, format_volume, is_dirty
 from ..fat.layout import normalize_label, plan_format
 from ..image import Image
@@ -345,8 +347,12 @@ class Volume:
             raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
         return host
 
-    def add_access_path(self, path: str) -> int:
-        """``IVdsVolumeMF::AddAccessPath`` (vds.md §5.4): a drive letter or an empty-directory mount folder."""
+    def add_access_path(self, path: str, *, _initial: bool = False) -> int:
+        """``IVdsVolumeMF::AddAccessPath`` (vds.md §5.4): a drive letter or an empty-directory mount folder.
+
+        ``_initial`` (``create_volume`` only): the letter a role volume is created with, as Windows setup gives
+        the system volume C: — row 6 guards later changes, not the first assignment.
+        """
         ap = parse_access_path(path)
         self._check_path_shape(ap)
         with self._lock(), self._svc.root.lock("paths"):
@@ -361,7 +367,7 @@ class Volume:
             reg = self._svc.registry
             root = self._svc.root
             if ap.shape is Shape.LETTER:
-                if meta.flags & CRITICAL_ROLES:
+                if meta.flags & CRITICAL_ROLES and not _initial:
                     raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
                 if any(p.kind == "letter" for p in self._paths()):
                     raise _fail("VDS_E_OBJECT_EXISTS", "the volume already has a drive letter")
@@ -530,6 +536,40 @@ class Volume:
 
     def clear_file_system_flags(self, flags: int) -> int:
         return self._fs_flags(flags, False)
+
+    # ================================================================= check
+
+    def check(self, repair: bool = False, progress=None) -> list[dict[str, Any]]:
+        """Check the file system (``fsck``-like); ``repair`` needs the volume dismounted (T or P).
+
+        On a mounted volume the daemon flushes first and the image is read as it stands; the dirty
+        marker a mounted volume always carries is not reported.
+        """
+        with self._lock():
+            state = self._enter()
+            if state == "M":
+                if repair:
+                    raise _fail("VDS_E_DEVICE_IN_USE", "dismount the volume before repairing it")
+                client = self._svc._client(self._vid)
+                if client is not None:
+                    client.flush()
+                meta = self._meta()
+                fd = os.open(self.image, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    problems = check_fs(fd, meta.fs_size, progress=progress)
+                except UnsupportedFileSystemError as e:
+                    raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
+                finally:
+                    os.close(fd)
+                return [p.as_dict() for p in problems if p.kind != "dirty"]
+            try:
+                with Image.open(self.image, writable=repair) as im:
+                    problems = check_fs(im.fd, im.fs_size, repair=repair, progress=progress)
+            except UnsupportedFileSystemError as e:
+                raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
+            except ImageError as e:
+                raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot open {self.image}: {e}") from e
+            return [p.as_dict() for p in problems]
 
     # ================================================================= life cycle
 

@@ -1,0 +1,5 @@
+"""The ``simvol`` command-line interface (click)."""
+
+from .app import cli, main
+
+__all__ = ["cli", "main"]

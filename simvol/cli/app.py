@@ -1,0 +1,414 @@
+"""The ``simvol`` command.
+
+Exit status: 0 for a success HRESULT, 1 for a failure HRESULT, 2 for a usage error. With ``--json`` stdout
+carries exactly one JSON object, for successes and failures alike (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import HRESULTS, S_OK, SimvolError, VdsError
+from ..service import Volume, VolumeService
+from ..types import ROLE_FLAGS
+from . import output
+from .sizes import parse_size
+
+log = logging.getLogger("simvol.cli")
+
+ROLES = [*ROLE_FLAGS, "no-permanent-dismount"]
+
+
+class State:
+    def __init__(self, root: str | None, as_json: bool, verbose: int) -> None:
+        self.root = root
+        self.json = as_json
+        self.verbose = verbose
+        self._service: VolumeService | None = None
+
+    @property
+    def service(self) -> VolumeService:
+        if self._service is None:
+            self._service = VolumeService(self.root)
+        return self._service
+
+
+class Result:
+    """What a verb produced: its HRESULT, JSON data and a human rendering."""
+
+    def __init__(self, hresult: int = S_OK, data: dict[str, Any] | None = None,
+                 human: Callable[[], None] | None = None) -> None:
+        self.hresult = hresult
+        self.data = data or {}
+        self.human = human
+
+
+def _volume_dict(vol: Volume | None) -> dict[str, Any] | None:
+    if vol is None:
+        return None
+    try:
+        return vol.to_dict()
+    except SimvolError:
+        return None
+
+
+def verb(*, volume_on_failure: bool = False):
+    """Run a verb: render its Result, or its VdsError (with holders and the unchanged volume)."""
+
+    def deco(fn: Callable[..., Result]):
+        @functools.wraps(fn)
+        @click.pass_obj
+        def wrapper(state: State, *args: Any, **kwargs: Any) -> int:
+            try:
+                res = fn(state, *args, **kwargs)
+            except VdsError as e:
+                data: dict[str, Any] = {}
+                if e.holders or e.code == "VDS_E_DEVICE_IN_USE":
+                    data["holders"] = e.holders
+                if volume_on_failure and "vol" in kwargs:
+                    with contextlib.suppress(SimvolError):
+                        v = state.service.volume(kwargs["vol"])
+                        data["volume"] = _volume_dict(v)
+                if state.json:
+                    output.emit_json(e.hresult, data, e.message)
+                else:
+                    output.failure(e.hresult, e.message, e.holders)
+                return 1
+            except click.ClickException:
+                raise  # usage errors: exit 2
+            except SimvolError as e:
+                hr = HRESULTS["VDS_E_INTERNAL_ERROR"]
+                if state.json:
+                    output.emit_json(hr, None, str(e))
+                else:
+                    output.failure(hr, str(e))
+                return 1
+            except Exception as e:  # never a traceback for the user; -vv logs it
+                log.debug("unexpected failure", exc_info=True)
+                hr = HRESULTS["VDS_E_INTERNAL_ERROR"]
+                msg = f"internal error: {type(e).__name__}: {e}"
+                if state.json:
+                    output.emit_json(hr, None, msg)
+                else:
+                    output.failure(hr, msg)
+                return 1
+            if state.json:
+                output.emit_json(res.hresult, res.data)
+            else:
+                if res.human:
+                    res.human()
+                output.success(res.hresult)
+            return 0 if not res.hresult & 0x80000000 else 1
+
+        return wrapper
+
+    return deco
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _letter(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = value.replace("/", "\\")
+    if len(v) == 1 and v.isalpha():
+        return v.upper() + ":"
+    if len(v) in (2, 3) and v[0].isalpha() and v[1] == ":" and v[2:] in ("", "\\"):
+        return v[0].upper() + ":"
+    raise click.BadParameter(f"{value!r} is not a drive letter (E, E: or E:\\)")
+
+
+def _show_volume(v: dict[str, Any] | None) -> Callable[[], None]:
+    return lambda: output.print_table(output.volume_details(v)) if v else None
+
+
+# ====================================================================== the group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--root", type=click.Path(file_okay=False), envvar="SIMVOL_ROOT", show_envvar=True,
+              help="Root directory of the simulated host (default: the platform state directory).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option("-v", "--verbose", count=True, help="Log more (repeat for debug).")
+@click.version_option(__version__, prog_name="simvol")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, as_json: bool, verbose: int) -> None:
+    """Windows volume management (VDS Mount/Dismount) simulated on Linux with real FAT32 volumes.
+
+    VOL is a volume GUID (any form), \\\\?\\Volume{GUID}\\, a drive letter (E, E:, E:\\) or an image path.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = State(root, as_json, verbose)
+
+
+# ====================================================================== create / attach / detach / delete
+
+
+@cli.command()
+@click.option("--size", required=True, callback=_size, help="Volume size: 64M, 8G, 1T or bytes.")
+@click.option("--fs", "filesystem", default="FAT32", show_default=True, help="File system (FAT32 only).")
+@click.option("--label", default=None, help="Volume label (11 characters, FAT rules).")
+@click.option("--letter", callback=_letter, default=None, help="Drive letter: E, E: or E:\\.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None, help="Image path (default ROOT/images/GUID.img).")
+@click.option("--role", "roles", multiple=True, type=click.Choice(ROLES), help="Simulated role (repeatable).")
+@click.option("--unit", "cluster_size", default="0", callback=lambda c, p, v: 0 if v in (None, "0") else _size(c, p, v),
+              help="Allocation unit (cluster size); 0 = Windows default.")
+@verb()
+def create(state: State, size: int, filesystem: str, label: str | None, letter: str | None, image: str | None,
+           roles: tuple[str, ...], cluster_size: int) -> Result:
+    """Create a FAT32 volume; it arrives mounted, like a new Windows volume."""
+    vol = state.service.create_volume(size, filesystem, label=label, image=image, letter=letter, roles=roles,
+                                      cluster_size=cluster_size)
+    v = vol.to_dict()
+    return Result(S_OK, {"volume": v}, _show_volume(v))
+
+
+@cli.command()
+@click.argument("image", type=click.Path(dir_okay=True))
+@verb()
+def attach(state: State, image: str) -> Result:
+    """Attach an existing image; it arrives mounted unless it is permanently dismounted."""
+    v = state.service.attach(image).to_dict()
+    return Result(S_OK, {"volume": v}, _show_volume(v))
+
+
+@cli.command()
+@click.argument("vol")
+@click.option("--force", is_flag=True, help="Dismount even if in use (handles go stale).")
+@verb(volume_on_failure=True)
+def detach(state: State, vol: str, force: bool) -> Result:
+    """Dismount, remove the access paths and forget the volume; the image stays."""
+    state.service.volume(vol).detach(force=force)
+    return Result(S_OK, {}, lambda: output.say("detached"))
+
+
+@cli.command()
+@click.argument("vol")
+@click.option("--force", is_flag=True, help="Dismount even if in use (handles go stale).")
+@verb(volume_on_failure=True)
+def delete(state: State, vol: str, force: bool) -> Result:
+    """Detach the volume and delete its image."""
+    state.service.volume(vol).delete(force=force)
+    return Result(S_OK, {}, lambda: output.say("deleted"))
+
+
+# ====================================================================== queries
+
+
+@cli.command(name="list")
+@verb()
+def list_(state: State) -> Result:
+    """List the attached volumes."""
+    vols = [v.to_dict() for v in state.service.volumes()]
+    return Result(S_OK, {"volumes": vols}, lambda: output.print_table(output.volumes_table(vols)))
+
+
+@cli.command()
+@click.argument("vol")
+@verb()
+def show(state: State, vol: str) -> Result:
+    """Show one volume."""
+    v = state.service.volume(vol).to_dict()
+    return Result(S_OK, {"volume": v}, _show_volume(v))
+
+
+@cli.command()
+@click.argument("vol")
+@verb()
+def paths(state: State, vol: str) -> Result:
+    """QueryAccessPaths: drive letter first, then mount folders."""
+    p = state.service.volume(vol).query_access_paths()
+    return Result(S_OK, {"access_paths": p}, lambda: output.say("\n".join(p) if p else "no access paths"))
+
+
+@cli.command()
+@click.argument("vol")
+@verb()
+def holders(state: State, vol: str) -> Result:
+    """Processes holding the volume (open files, cwd, root, memory maps)."""
+    h = state.service.volume(vol).holders()
+    return Result(S_OK, {"holders": h},
+                  lambda: output.print_table(output.holders_table(h)) if h else output.say("no holders"))
+
+
+@cli.command()
+@click.argument("winpath")
+@verb()
+def resolve(state: State, winpath: str) -> Result:
+    """The host path of a Windows path (E:\\dir\\f.txt, \\\\?\\Volume{…}\\f); remounts if needed."""
+    p = state.service.resolve(winpath)
+    return Result(S_OK, {"path": p}, lambda: output.say(p))
+
+
+@cli.command()
+@click.argument("vol")
+@click.option("--repair", is_flag=True, help="Fix what is safe (the volume must be dismounted).")
+@verb(volume_on_failure=True)
+def check(state: State, vol: str, repair: bool) -> Result:
+    """Check the file system like fsck.fat; --repair fixes what is safe."""
+    v = state.service.volume(vol)
+    if output.is_terminal() and not state.json:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("checking", total=4)
+            problems = v.check(repair=repair, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        problems = v.check(repair=repair)
+
+    def human() -> None:
+        if not problems:
+            output.say("clean")
+        for p in problems:
+            output.say(f"{p['kind']:15} {p['path']}: {p['detail']}" + (" [repaired]" if p["repaired"] else ""))
+
+    return Result(S_OK, {"problems": problems}, human)
+
+
+# ====================================================================== VDS operations
+
+
+def _after(state: State, vol: Volume, hr: int = S_OK) -> Result:
+    v = vol.to_dict()
+    return Result(hr, {"volume": v}, _show_volume(v))
+
+
+@cli.command()
+@click.argument("vol")
+@verb(volume_on_failure=True)
+def mount(state: State, vol: str) -> Result:
+    """IVdsVolumeMF::Mount."""
+    v = state.service.volume(vol)
+    return _after(state, v, v.mount())
+
+
+@cli.command()
+@click.argument("vol")
+@click.option("--force", is_flag=True, help="bForce: dismount even if in use; open handles go stale.")
+@click.option("--permanent", is_flag=True, help="bPermanent: take the volume offline until Mount or a new path.")
+@verb(volume_on_failure=True)
+def dismount(state: State, vol: str, force: bool, permanent: bool) -> Result:
+    """IVdsVolumeMF::Dismount(bForce, bPermanent)."""
+    v = state.service.volume(vol)
+    return _after(state, v, v.dismount(force=force, permanent=permanent))
+
+
+@cli.command()
+@click.argument("vol")
+@verb(volume_on_failure=True)
+def offline(state: State, vol: str) -> Result:
+    """IVdsVolumeMF3::OfflineVolume."""
+    v = state.service.volume(vol)
+    return _after(state, v, v.offline())
+
+
+@cli.command(name="add-path")
+@click.argument("vol")
+@click.argument("path")
+@verb(volume_on_failure=True)
+def add_path(state: State, vol: str, path: str) -> Result:
+    """IVdsVolumeMF::AddAccessPath: a drive letter (E:) or an empty folder (C:\\mnt\\data, /host/dir)."""
+    v = state.service.volume(vol)
+    return _after(state, v, v.add_access_path(path))
+
+
+@cli.command(name="remove-path")
+@click.argument("vol")
+@click.argument("path")
+@click.option("--force", is_flag=True, help="bForce: remove a drive letter even if the volume is in use.")
+@verb(volume_on_failure=True)
+def remove_path(state: State, vol: str, path: str, force: bool) -> Result:
+    """IVdsVolumeMF::DeleteAccessPath."""
+    v = state.service.volume(vol)
+    return _after(state, v, v.delete_access_path(path, force=force))
+
+
+@cli.command(name="format")
+@click.argument("vol")
+@click.option("--fs", "filesystem", default="FAT32", show_default=True)
+@click.option("--label", default=None)
+@click.option("--unit", default="0", help="Allocation unit in bytes (512 … 64K); 0 = default.")
+@click.option("--force", is_flag=True, help="Format even if in use (handles go stale).")
+@click.option("--full", is_flag=True, help="Not a quick format: also return the data region to the host.")
+@click.option("--compress", is_flag=True, help="Ask for compression (FAT32 cannot: VDS_S_VOLUME_COMPRESS_FAILED).")
+@verb(volume_on_failure=True)
+def format_(state: State, vol: str, filesystem: str, label: str | None, unit: str, force: bool, full: bool,
+            compress: bool) -> Result:
+    """IVdsVolumeMF::Format (FAT32)."""
+    try:
+        unit_bytes = 0 if unit in ("0", "") else parse_size(unit)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--unit") from None
+    v = state.service.volume(vol)
+    ctx = contextlib.nullcontext()
+    if output.is_terminal() and not state.json:
+        from rich.console import Console
+
+        ctx = Console(stderr=True).status("formatting…")
+    with ctx:
+        hr = v.format(filesystem, label, unit_bytes, force, not full, compress)
+    return _after(state, v, hr)
+
+
+# ====================================================================== host
+
+
+@cli.command()
+@verb()
+def up(state: State) -> Result:
+    """Mount every attached volume that is not permanently dismounted (as at boot)."""
+    vols = [v.to_dict() for v in state.service.up()]
+    return Result(S_OK, {"volumes": vols}, lambda: output.print_table(output.volumes_table(vols)))
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Dismount even volumes in use.")
+@verb()
+def down(state: State, force: bool) -> Result:
+    """Dismount every volume, as at host shutdown (states are kept; `up` brings them back)."""
+    vols = [v.to_dict() for v in state.service.down(force=force)]
+    return Result(S_OK, {"volumes": vols}, lambda: output.print_table(output.volumes_table(vols)))
+
+
+# ====================================================================== entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    try:
+        rv = cli.main(args=args, prog_name="simvol", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        return 1
+    except click.UsageError as e:
+        if as_json:
+            output.emit_json(HRESULTS["E_INVALIDARG"], None, e.format_message())
+        else:
+            e.show()
+        return 2
+    except click.ClickException as e:
+        if as_json:
+            output.emit_json(HRESULTS["E_INVALIDARG"], None, e.format_message())
+        else:
+            e.show()
+        return 2
+    return rv if isinstance(rv, int) else 0
+
