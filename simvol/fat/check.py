@@ -24,13 +24,14 @@ from .layout import (
     ATTR_VOLUME_ID,
     BS_DIRTY,
     FAT1_CLEAN,
+    FAT_BAD,
     FAT_EOC,
     FAT_MASK,
     build_fsinfo,
     parse_boot_sector,
     parse_fsinfo,
 )
-from .names import decode_lfn, lfn_checksum, lfn_fragment
+from .names import decode_lfn, lfn_checksum, lfn_fragment, short_display
 from .table import _pwrite_all
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class _Checker:
         self.fat = self._read_fat(g.active_fat or 0)
         self.fat_changed: set[int] = set()
         self.owned = bytearray(self.maxc + 1)
+        self.root_label: bytes | None = None  # name of the root's first volume-label entry
 
     # ---------------------------------------------------------------- helpers
 
@@ -142,12 +144,18 @@ class _Checker:
 
     def walk(self) -> None:
         g = self.geo
-        queue: deque[tuple[int, int, str]] = deque([(g.root_cluster, 0, "")])
+        # (first cluster, parent's cluster for '..', path, disk offsets of the entry's slots in its parent)
+        queue: deque[tuple[int, int, str, list[int]]] = deque([(g.root_cluster, 0, "", [])])
         root = True
         while queue:
-            cluster, parent, path = queue.popleft()
+            cluster, parent, path, locs = queue.popleft()
             clusters = self.chain(cluster, path or "/")
             if not clusters:
+                # Its first cluster already belongs to a file or directory walked before (chain() reported it):
+                # drop the entry, or every later check finds the same cross link again.
+                if locs and self.report("bad_directory", path, f"first cluster {cluster} in use elsewhere: entry removed"):
+                    for off in locs:
+                        _pwrite_all(self.fd, bytes([DELETED]), off)
                 continue
             buf = bytearray(b"".join(os.pread(self.fd, self.cs, g.cluster_offset(c)) for c in clusters))
             changed = self._check_dir(buf, clusters, parent, path, root, queue)
@@ -186,6 +194,10 @@ class _Checker:
                     lfn_start = -1
                 continue
             if attr & 0x3F == ATTR_LFN:
+                if buf[off + 12] or buf[off + 26] or buf[off + 27]:  # LDIR_Type and LDIR_FstClusLO must be 0
+                    if self.report("lfn_fields", path or "/", f"long-name slot {i} has non-zero reserved fields"):
+                        buf[off + 12] = buf[off + 26] = buf[off + 27] = 0
+                        changed = True
                 if b0 & 0x40:
                     if lfn_start >= 0:
                         orphan(lfn_start, i)
@@ -201,14 +213,24 @@ class _Checker:
                     orphan(i, i + 1)
                 continue
             name11 = bytes(buf[off : off + 11])
-            display = name11.decode("cp437", "replace").strip()
+            display = short_display(name11, buf[off + 12])  # "C10.TMP", not "C10     TMP"
+            first = i  # first slot of this entry: its long-name slots when they belong to it
             if lfn_start >= 0:
                 if lfn_next != 0 or lfn_checksum(name11) != lfn_sum:
                     orphan(lfn_start, i)
                 else:
                     display = decode_lfn(lfn_units) or display
+                    first = lfn_start
                 lfn_start = -1
             if attr & ATTR_VOLUME_ID and not attr & ATTR_DIRECTORY:
+                if root and self.root_label is None:
+                    self.root_label = name11
+                # A label (or any VOLUME_ID entry) owns no clusters and has no size; fsck.fat treats it as a file.
+                if buf[off + 20 : off + 22] != b"\0\0" or buf[off + 26 : off + 32] != bytes(6):
+                    if self.report("label_entry", path or "/", f"volume-label entry {display!r} has a cluster or size"):
+                        buf[off + 20 : off + 22] = b"\0\0"
+                        buf[off + 26 : off + 32] = bytes(6)
+                        changed = True
                 continue
             hi, lo = struct.unpack_from("<H", buf, off + 20)[0], struct.unpack_from("<H", buf, off + 26)[0]
             start = (hi << 16) | lo
@@ -231,10 +253,15 @@ class _Checker:
                         changed = True
                 if not 2 <= start <= self.maxc or self.owned[start] or self.get(start) in (0, 1):
                     if self.report("bad_directory", child, f"invalid first cluster {start}: entry removed"):
-                        buf[off] = DELETED
+                        for j in range(first, i + 1):  # with its long-name slots, which would be orphans
+                            buf[j * ENTRY_SIZE] = DELETED
                         changed = True
                     continue
-                queue.append((start, 0 if root else own, child))
+                locs = [
+                    self.geo.cluster_offset(clusters[j * ENTRY_SIZE // self.cs]) + j * ENTRY_SIZE % self.cs
+                    for j in range(first, i + 1)
+                ]
+                queue.append((start, 0 if root else own, child, locs))
                 continue
             # regular file
             if start == 0:
@@ -269,7 +296,11 @@ class _Checker:
         return changed
 
     def lost_clusters(self) -> None:
-        lost = [c for c in range(2, self.maxc + 1) if self.fat[c] & FAT_MASK and not self.owned[c]]
+        # A bad-cluster mark (0x0FFFFFF7) belongs to no file on purpose: it is not lost, never free it.
+        lost = [
+            c for c in range(2, self.maxc + 1)
+            if self.fat[c] & FAT_MASK and not self.owned[c] and self.fat[c] & FAT_MASK != FAT_BAD
+        ]
         if not lost:
             return
         if self.report("lost_clusters", "/", f"{len(lost)} cluster(s) allocated but owned by no file: freed"):
@@ -308,6 +339,12 @@ class _Checker:
         if dirty:
             self.report("dirty", "/", "file system was not cleanly closed")
         boot = os.pread(self.fd, bps, 0)
+        # Windows reads the label from the root entry; the boot sector's copy must agree (fsck.fat checks).
+        want_label = self.root_label if self.root_label is not None else b"NO NAME    "
+        fix_label = boot[0x42] == 0x29 and bytes(boot[0x47:0x52]) != want_label
+        if fix_label:
+            self.report("label_mismatch", "/", f"boot-sector label {bytes(boot[0x47:0x52])!r} differs from the root "
+                        f"directory's {want_label!r}: copied from the root directory")
         if g.backup_boot_sector and g.backup_boot_sector < g.reserved_sectors:
             backup = os.pread(self.fd, bps, g.backup_boot_sector * bps)
             clean_boot = bytearray(boot)
@@ -326,6 +363,8 @@ class _Checker:
         _pwrite_all(self.fd, bytes(newinfo), g.fsinfo_sector * bps)
         nb = bytearray(boot)
         nb[0x41] &= ~BS_DIRTY & 0xFF
+        if fix_label:
+            nb[0x47:0x52] = want_label
         _pwrite_all(self.fd, bytes(nb), 0)
         if g.backup_boot_sector and g.backup_boot_sector < g.reserved_sectors:
             _pwrite_all(self.fd, bytes(nb), g.backup_boot_sector * bps)

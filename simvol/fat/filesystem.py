@@ -383,7 +383,7 @@ class FatFileSystem:
             child.ctenth, child.ctime, child.cdate = raw.ctime_tenth, raw.ctime, raw.cdate
             child.adate, child.wtime, child.wdate = raw.adate, raw.wtime, raw.wdate
             child.parent = node
-            child.slot = i
+            child.slot = i - nslots + 1  # first slot of the entry (its first LFN slot), as _new_node sets it
             child.nslots = nslots
             st.by_key.setdefault(N.name_key(child.name), child)
             st.by_short.setdefault(raw.name, child)
@@ -495,7 +495,8 @@ class FatFileSystem:
     # ================================================================= queries
 
     def stat_node(self, node: Node) -> Stat:
-        mtime = decode_time(node.wdate, node.wtime) if node.wdate else 0
+        # An entry's invalid (e.g. zero) date reads as 1980-01-01 (fat32.md §8); only the root has no date at all.
+        mtime = decode_time(node.wdate, node.wtime) if node.wdate or node is not self.root else 0
         ctime = decode_time(node.cdate, node.ctime, node.ctenth) if node.cdate else mtime
         atime = decode_time(node.adate) if node.adate else mtime
         size = node.size

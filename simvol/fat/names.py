@@ -49,8 +49,15 @@ def validate_name(name: str) -> None:
 
 
 def name_key(name: str) -> str:
-    """Case-insensitive lookup key for long names (Unicode upper-casing, fat32.md §10.7)."""
-    return name.upper()
+    """Case-insensitive lookup key for long names (Unicode upper-casing, fat32.md §10.7).
+
+    Character by character, as Windows' up-case table: full case mapping would make "Straße" and "STRASSE"
+    (distinct names on Windows, both writable by mtools) one key, hiding one of the two files.
+    """
+    up = name.upper()
+    if len(up) == len(name):  # upper-casing never shortens, so equal lengths mean 1:1 everywhere
+        return up
+    return "".join(u if len(u := c.upper()) == 1 else c for c in name)
 
 
 # --------------------------------------------------------------------------- 8.3 aliases

