@@ -206,9 +206,14 @@ class Daemon:
         ready_fd = a.ready_fd
         try:
             self.prepare()
-        except (SimvolError, OSError) as e:
-            log.error("cannot mount %s: %s", a.image, e)
-            _report(ready_fd, {"ok": False, "error": str(e), "kind": type(e).__name__})
+        except Exception as e:  # a bug in check/repair too: report it instead of "exited without reporting"
+            if isinstance(e, (SimvolError, OSError)):
+                log.error("cannot mount %s: %s", a.image, e)
+                error = str(e)
+            else:
+                log.exception("cannot mount %s", a.image)
+                error = f"internal error: {type(e).__name__}: {e}"
+            _report(ready_fd, {"ok": False, "error": error, "kind": type(e).__name__})
             self._cleanup()
             return 1
         watcher = threading.Thread(target=self._announce, args=(ready_fd,), name="simvol-ready", daemon=True)

@@ -234,15 +234,19 @@ class VolumeOps(mfusepy.Operations):
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
             h = self._handle(fh)
-            node = h.node if h is not None and h.node is not None else self._call(self._fs.open, path)
-            return self._call(self._fs.read_node, node, size, offset)
+            if h is None or h.node is None:
+                # Every READ carries the fh that open/create returned; falling back to the path would hide a
+                # broken fh round trip (fuse.md §1) and bypass the stale check of a forced dismount.
+                raise _err(errno.EIO)
+            return self._call(self._fs.read_node, h.node, size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         with self._engine_lock:
             self._writable()
             h = self._handle(fh)
-            node = h.node if h is not None and h.node is not None else self._call(self._fs.open, path)
-            return self._call(self._fs.write_node, node, data, offset)
+            if h is None or h.node is None:
+                raise _err(errno.EIO)  # as in read: only the handle open/create returned may write
+            return self._call(self._fs.write_node, h.node, data, offset)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         with self._engine_lock:
@@ -346,7 +350,13 @@ class VolumeOps(mfusepy.Operations):
             return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
-        raise _err(errno.EPERM)  # FAT has no owners
+        # FAT has no owners: like the kernel's vfat, a chown that changes nothing succeeds (tar and cp -a as
+        # root chown every file they extract), any real change is refused.
+        if uid not in (-1, self._uid) or gid not in (-1, self._gid):
+            raise _err(errno.EPERM)
+        with self._engine_lock:
+            self._call(self._fs.resolve, path)
+        return 0
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
         with self._engine_lock:
