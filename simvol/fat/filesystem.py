@@ -81,10 +81,13 @@ class Node:
 
     __slots__ = (
         "name", "short", "ntres", "attr", "cluster", "size", "ctenth", "ctime", "cdate", "adate",
-        "wtime", "wdate", "parent", "slot", "nslots", "chain", "dirty", "dir", "deleted",
+        "wtime", "wdate", "parent", "slot", "nslots", "chain", "dirty", "dir", "deleted", "mtime_ns",
     )
 
     def __init__(self) -> None:
+        # Exact time of the last write while open: FAT keeps 2 s, but a reader that caches pages by mtime
+        # (the kernel, for a second spelling of a name) must see every change.
+        self.mtime_ns: int | None = None
         self.chain: Chain | None = None
         self.dir: DirState | None = None
         self.dirty = False
@@ -497,6 +500,8 @@ class FatFileSystem:
     def stat_node(self, node: Node) -> Stat:
         # An entry's invalid (e.g. zero) date reads as 1980-01-01 (fat32.md §8); only the root has no date at all.
         mtime = decode_time(node.wdate, node.wtime) if node.wdate or node is not self.root else 0
+        if node.mtime_ns is not None and mtime <= node.mtime_ns < mtime + 2_000_000_000:
+            mtime = node.mtime_ns
         ctime = decode_time(node.cdate, node.ctime, node.ctenth) if node.cdate else mtime
         atime = decode_time(node.adate) if node.adate else mtime
         size = node.size
@@ -812,8 +817,10 @@ class FatFileSystem:
         return length
 
     def _touch(self, node: Node) -> None:
-        date, tim, _ = encode_time(_now_ns())
+        now = _now_ns()
+        date, tim, _ = encode_time(now)
         node.wdate, node.wtime, node.adate = date, tim, date
+        node.mtime_ns = now
         node.attr |= ATTR_ARCHIVE
         node.dirty = True
         self._dirty_nodes.add(node)
@@ -860,6 +867,7 @@ class FatFileSystem:
             return  # the root has no entry to hold times
         if mtime_ns is not None:
             node.wdate, node.wtime, _ = encode_time(mtime_ns)
+            node.mtime_ns = None  # an explicit time reads back as FAT stores it
         if atime_ns is not None:
             node.adate = encode_time(atime_ns)[0]
         node.dirty = True

@@ -7,6 +7,7 @@ the image. Paths under ``run_dir`` are created without following symlinks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import select
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -68,10 +70,24 @@ def ensure_private_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
+
+
+def _socket_path(run_dir: str, volume_id: str) -> str:
+    """``RUN/GUID.sock``, or, when a deep root makes that too long for AF_UNIX, a short private stand-in."""
+    path = os.path.join(run_dir, volume_id.lower() + ".sock")
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    short_dir = os.path.join(tempfile.gettempdir(), f"simvol-{os.geteuid()}")
+    ensure_private_dir(short_dir)
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(run_dir))).hexdigest()[:12]
+    return os.path.join(short_dir, f"{digest}-{volume_id.lower()[:8]}.sock")
+
+
 def run_files(run_dir: str, volume_id: str) -> tuple[str, str, str]:
     """(socket, log, pid record) for a volume."""
     base = os.path.join(run_dir, volume_id.lower())
-    return base + ".sock", base + ".log", base + ".pid"
+    return _socket_path(run_dir, volume_id), base + ".log", base + ".pid"
 
 
 def _tail(path: str, lines: int = 15) -> str:

@@ -39,13 +39,9 @@ def test_case_insensitive_case_preserving(mounted_volume):
     assert vol.sh("cat HELLO.TXT").stdout == "hi\nthere\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: libfuse's high-level API gives each spelling its own kernel inode, and with kernel_cache "
-    "the page cache of x.txt is never invalidated by a write through X.TXT when size and the 2 s FAT mtime "
-    "are unchanged (stale beyond the 1 s attr/entry timeouts fuse.md §2.2 accepts)",
-)
 def test_case_variant_spellings_see_the_same_data(mounted_volume):
+    # Each spelling is its own kernel inode; the exact in-memory mtime makes the kernel drop the other
+    # spelling's cached pages once its attributes expire (1 s), as docs/behaviour.md says.
     vol = mounted_volume
     r = vol.sh("printf AAAA > x.txt; cat x.txt; printf BBBB > X.TXT; sleep 1.2; cat x.txt")
     assert r.stdout == "AAAABBBB"
