@@ -295,22 +295,50 @@ class _Checker:
             orphan(lfn_start, used_end)  # never the 0x00 end mark itself
         return changed
 
+    def _mixed_blocks(self):
+        """(start, end) cluster ranges that need a per-entry look: blocks whose FAT entries are all zero
+        (free) or whose clusters are all owned cannot hold a lost cluster, and are skipped at C speed."""
+        block = 4096
+        zero_fat = bytes(block * 4)
+        all_owned = b"\x01" * block
+        maxc = self.maxc
+        for start in range(2, maxc + 1, block):
+            end = min(start + block, maxc + 1)
+            n = end - start
+            if self.fat[start:end].tobytes() == zero_fat[: n * 4] or self.owned[start:end] == all_owned[:n]:
+                continue
+            yield start, end
+
     def lost_clusters(self) -> None:
         # A bad-cluster mark (0x0FFFFFF7) belongs to no file on purpose: it is not lost, never free it.
+        fat, owned = self.fat, self.owned
         lost = [
-            c for c in range(2, self.maxc + 1)
-            if self.fat[c] & FAT_MASK and not self.owned[c] and self.fat[c] & FAT_MASK != FAT_BAD
+            c
+            for start, end in self._mixed_blocks()
+            for c in range(start, end)
+            if fat[c] & FAT_MASK and not owned[c] and fat[c] & FAT_MASK != FAT_BAD
         ]
-        if not lost:
-            return
-        if self.report("lost_clusters", "/", f"{len(lost)} cluster(s) allocated but owned by no file: freed"):
+        if lost and self.report("lost_clusters", "/", f"{len(lost)} cluster(s) allocated but owned by no file: freed"):
             for c in lost:
                 self.set(c, 0)
-        # Entries that hold only top bits are free; normalize them.
-        for c in range(2, self.maxc + 1):
-            if self.fat[c] and not self.fat[c] & FAT_MASK and self.repair:
-                self.fat[c] = 0
-                self.fat_changed.add(c)
+        if self.repair:
+            # Entries that hold only top bits are free; normalize them.
+            for start, end in self._mixed_blocks():
+                for c in range(start, end):
+                    if fat[c] and not fat[c] & FAT_MASK:
+                        fat[c] = 0
+                        self.fat_changed.add(c)
+
+    def _free_count(self) -> int:
+        span = self.fat[2 : self.maxc + 1]
+        return span.count(0) + sum(span.count(v << 28) for v in range(1, 16))
+
+    def _first_free(self) -> int:
+        span = self.fat[2 : self.maxc + 1]
+        try:
+            return span.index(0) + 2
+        except ValueError:
+            return 0xFFFFFFFF
 
     def write_fat(self) -> None:
         if not self.fat_changed:
@@ -328,7 +356,7 @@ class _Checker:
     def finish(self) -> None:
         g = self.geo
         bps = g.bytes_per_sector
-        free = sum(1 for c in range(2, self.maxc + 1) if not self.fat[c] & FAT_MASK)
+        free = self._free_count()
         fsinfo_raw = os.pread(self.fd, bps, g.fsinfo_sector * bps)
         fsinfo = parse_fsinfo(fsinfo_raw)
         if fsinfo is None:
@@ -357,7 +385,7 @@ class _Checker:
         self.fat_changed.add(1)
         self.write_fat()
         os.fsync(self.fd)
-        nxt = next((c for c in range(2, self.maxc + 1) if not self.fat[c] & FAT_MASK), 0xFFFFFFFF)
+        nxt = self._first_free()
         newinfo = bytearray(fsinfo_raw)
         newinfo[:512] = build_fsinfo(free, nxt)
         _pwrite_all(self.fd, bytes(newinfo), g.fsinfo_sector * bps)
