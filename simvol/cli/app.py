@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import HRESULTS, S_OK, SimvolError, VdsError
+from ..errors import HRESULTS, S_OK, SimvolError, VdsError, code_message
 from ..service import Volume, VolumeService
 from ..types import ROLE_FLAGS
 from . import output
@@ -45,10 +45,11 @@ class Result:
     """What a verb produced: its HRESULT, JSON data and a human rendering."""
 
     def __init__(self, hresult: int = S_OK, data: dict[str, Any] | None = None,
-                 human: Callable[[], None] | None = None) -> None:
+                 human: Callable[[], None] | None = None, message: str | None = None) -> None:
         self.hresult = hresult
         self.data = data or {}
         self.human = human
+        self.message = message  # for a failure HRESULT: what did not happen
 
 
 def _volume_dict(vol: Volume | None) -> dict[str, Any] | None:
@@ -100,13 +101,17 @@ def verb(*, volume_on_failure: bool = False):
                 else:
                     output.failure(hr, msg)
                 return 1
+            failed = bool(res.hresult & 0x80000000)
             if state.json:
-                output.emit_json(res.hresult, res.data)
+                output.emit_json(res.hresult, res.data, (res.message or code_message(res.hresult)) if failed else None)
             else:
                 if res.human:
                     res.human()
-                output.success(res.hresult)
-            return 0 if not res.hresult & 0x80000000 else 1
+                if failed:
+                    output.failure(res.hresult, res.message or "")
+                else:
+                    output.success(res.hresult)
+            return 1 if failed else 0
 
         return wrapper
 
@@ -374,7 +379,13 @@ def format_(state: State, vol: str, filesystem: str, label: str | None, unit: st
 def up(state: State) -> Result:
     """Mount every attached volume that is not permanently dismounted (as at boot)."""
     vols = [v.to_dict() for v in state.service.up()]
-    return Result(S_OK, {"volumes": vols}, lambda: output.print_table(output.volumes_table(vols)))
+    show = lambda: output.print_table(output.volumes_table(vols))  # noqa: E731
+    # Never 0 when the operation did not fully happen: a volume that should be up but is not fails the verb.
+    missing = [v["id"] for v in vols if v["dismount_state"] != "permanent" and not v["mounted"]]
+    if missing:
+        return Result(HRESULTS["VDS_E_OBJECT_STATUS_FAILED"], {"volumes": vols}, show,
+                      message=f"could not mount {', '.join(missing)}")
+    return Result(S_OK, {"volumes": vols}, show)
 
 
 @cli.command()

@@ -378,6 +378,8 @@ class VolumeService:
     def attach(self, image: str | os.PathLike[str]) -> Volume:
         """Register an existing image; it arrives mounted unless the image says permanently dismounted."""
         path = os.path.abspath(os.fspath(image))
+        if not os.path.lexists(path):
+            raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)"], f"{path} does not exist")
         try:
             meta = read_metadata(path)
         except ImageError as e:
@@ -414,10 +416,16 @@ class VolumeService:
 
         Raises VolumeInUseError for the first volume in use unless ``force``.
         """
-        self.registry.set_host_value("down", "1")
-        for row in self.registry.volumes():
-            with self.root.lock(row.id):
-                self._stop(row.id, force=force)
+        self.registry.set_host_value("down", "1")  # first, so no concurrent reconcile remounts what stopped
+        try:
+            for row in self.registry.volumes():
+                with self.root.lock(row.id):
+                    self._stop(row.id, force=force)
+        except VdsError:
+            # All or nothing: a volume in use cancels the shutdown, and what already stopped comes back.
+            self.registry.set_host_value("down", "0")
+            self.reconcile()
+            raise
         return [Volume(self, r.id) for r in self.registry.volumes()]
 
     def resolve(self, path: str) -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from ..errors import (
     HRESULTS,
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _E = HRESULTS
+_LATE_RELEASE_WAIT = 0.5  # seconds, as the daemon's SAFE_WAIT
 _ALWAYS = VolumeFlag.NTFS_NOT_SUPPORTED | VolumeFlag.FAT_NOT_SUPPORTED | VolumeFlag.REFS_NOT_SUPPORTED
 _KNOWN_OTHER_FS = {"NTFS", "FAT", "EXFAT", "UDF", "REFS"}
 _FS_BY_TYPE = {
@@ -113,14 +117,21 @@ class Volume:
         return [p.host_path for p in self._paths()]
 
     def _in_use_holders(self) -> list[dict[str, Any]]:
+        """Who holds the volume. A handle whose process has exited is a RELEASE still on its way (the kernel
+        sends it after close() returns): wait briefly for it, as the daemon's safe dismount does (vds.md §5.10)."""
         client = self._svc._client(self._vid)
         if client is None:
             return []
-        try:
-            return client.holders(self._host_paths())
-        except SimvolError as e:
-            log.warning("holder query failed: %s", e)
-            return []
+        deadline = time.monotonic() + _LATE_RELEASE_WAIT
+        while True:
+            try:
+                holders = client.holders(self._host_paths())
+            except SimvolError as e:
+                log.warning("holder query failed: %s", e)
+                return []
+            if time.monotonic() >= deadline or all(_pid_alive(h.get("pid")) for h in holders):
+                return holders
+            time.sleep(0.01)
 
     def _set_image_flags(self, *, set: int = 0, clear: int = 0) -> None:
         try:
@@ -382,12 +393,17 @@ class Volume:
                 dir_mode = 0o755
             else:
                 host = self._folder_host(ap)
+                if ap.shape is Shape.FOLDER and reg.path_by_key(ap.key) is not None:
+                    # row 11 before 10: Windows-form paths compare case-insensitively (§6), the host does not
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is already a mount folder")
                 try:
                     st = os.lstat(host)
                 except FileNotFoundError:
                     raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
                 except NotADirectoryError:
                     raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
+                except OSError as e:  # ENAMETOOLONG, ELOOP: no such folder can exist (row 10)
+                    raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path}: {e.strerror}") from None
                 if stat.S_ISLNK(st.st_mode) and (
                     reg.path_by_host(host) is not None or _inside(os.readlink(host), root.volumes)
                 ):
@@ -414,8 +430,11 @@ class Volume:
                     self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
                     self._mount_now()
                 except VdsError as e:
-                    self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
-                    self._remove_path(ap.key)
+                    self._remove_path(ap.key)  # first: restoring the flag fails too while the image is locked
+                    try:
+                        self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
+                    except VdsError as e2:
+                        log.warning("cannot restore the permanent-dismount flag: %s", e2)
                     raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
             return S_OK
 
@@ -561,7 +580,9 @@ class Volume:
                     raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
                 finally:
                     os.close(fd)
-                return [p.as_dict() for p in problems if p.kind != "dirty"]
+                # An open volume carries these by design: the dirty markers, and an FSInfo and backup boot
+                # sector that are rewritten only at a clean dismount.
+                return [p.as_dict() for p in problems if p.kind not in ("dirty", "fsinfo", "backup_boot")]
             try:
                 with Image.open(self.image, writable=repair) as im:
                     problems = check_fs(im.fd, im.fs_size, repair=repair, progress=progress)
@@ -622,6 +643,13 @@ def _fs_enum(v: int) -> FileSystemType | None:
         return FileSystemType(int(v))
     except ValueError:
         return None
+
+
+def _pid_alive(pid: object) -> bool:
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE  # type: ignore[call-overload]
+    except (psutil.Error, TypeError, ValueError):
+        return False
 
 
 def _inside(path: str, base: str) -> bool:

@@ -1,0 +1,155 @@
+"""Usage errors (exit 2, E_INVALIDARG), selectors that match nothing, root selection, human output.
+
+None of these mount anything: they run on an empty root, so they need no FUSE.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simvol.errors import code_message
+
+from .conftest import SIMVOL, Cli, parse_one_object, run_simvol, simvol_env
+
+VOL_VERBS = [
+    ["show"], ["mount"], ["dismount"], ["offline"], ["paths"],
+    ["holders"], ["check"], ["format"], ["detach"], ["delete"], ["add-path", "{VOL}", "G:"],
+    ["remove-path", "{VOL}", "G:"],
+]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "--size", "-5M"],
+        ["create", "--size", "0"],
+        ["create", "--size", "abc"],
+        ["create"],  # --size is required
+        ["create", "--size", "64M", "--letter", "1:"],
+        ["create", "--size", "64M", "--letter", "EE:"],
+        ["create", "--size", "64M", "--role", "superuser"],
+        ["format", "E:", "--unit", "lots"],
+        ["show"],
+        ["attach"],
+        ["add-path", "E:"],
+        ["resolve"],
+        ["dismount", "E:", "--sideways"],
+        ["frobnicate"],
+    ],
+    ids=lambda a: " ".join(a) or "none",
+)
+def test_usage_error_is_one_json_object_and_exit_2(fresh_cli: Cli, args: list[str]) -> None:
+    out = fresh_cli.usage(*args)
+    assert out["hresult"] == 0x80070057
+    assert "volume" not in out
+    # a usage error does nothing: no volume was created
+    assert not list((fresh_cli.root / "images").glob("*")) if (fresh_cli.root / "images").exists() else True
+
+
+def test_usage_error_human(tmp_path) -> None:
+    r = run_simvol(["--root", str(tmp_path / "r"), "create", "--size", "abc"])
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert "Usage: simvol create" in r.stderr and "'abc' is not a size" in r.stderr
+    r = run_simvol(["--root", str(tmp_path / "r"), "create", "--size", "64M", "--letter", "EE:"])
+    assert r.returncode == 2 and "not a drive letter" in r.stderr
+    r = run_simvol(["--root", str(tmp_path / "r"), "create", "--size", "64M", "--role", "admin"])
+    assert r.returncode == 2 and "admin" in r.stderr
+
+
+@pytest.mark.parametrize("args", VOL_VERBS, ids=lambda a: a[0] + ("" if len(a) == 1 else " " + " ".join(a[1:])))
+def test_unknown_volume_selector(fresh_cli: Cli, args: list[str]) -> None:
+    verb, *rest = args
+    selectors = ["Q:", "{00000000-1111-2222-3333-444444444444}"] if verb == "show" else ["Q:"]
+    for selector in selectors:
+        argv = [verb, *[selector if a == "{VOL}" else a for a in rest]]
+        if "{VOL}" not in rest:
+            argv = [verb, selector, *rest]
+        out = fresh_cli.fail("VDS_E_OBJECT_NOT_FOUND", *argv)
+        assert out["hresult"] == 0x80042405
+        assert repr(selector) in out["message"] or selector in out["message"]
+        assert out.get("volume") is None
+
+
+def test_unknown_selector_human_output(fresh_cli: Cli) -> None:
+    r = fresh_cli.raw("show", "Q:")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "VDS_E_OBJECT_NOT_FOUND" in r.stderr and "0x80042405" in r.stderr
+    assert code_message(0x80042405) in r.stderr  # the code's meaning
+
+
+def test_resolve_without_a_volume(fresh_cli: Cli) -> None:
+    out = fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "Q:\\dir\\file.txt")
+    assert out["hresult"] == 0x80070003
+    out = fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "\\\\?\\Volume{00000000-1111-2222-3333-444444444444}\\f")
+    # a relative path is a bad argument to the operation (an HRESULT failure, not a usage error: exit 1)
+    out = fresh_cli.fail("E_INVALIDARG", "resolve", "dir\\file.txt")
+    # C: exists (the simulated system drive); a missing file on it is FILE_NOT_FOUND
+    assert fresh_cli.resolve("C:\\") == str(fresh_cli.root / "drives" / "C")
+    fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "C:\\missing.txt")
+    fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "C:\\no\\such\\dir.txt")
+
+
+def test_attach_missing_image(fresh_cli: Cli, tmp_path) -> None:
+    # vds.md does not fix attach's code; simvol answers ERROR_FILE_NOT_FOUND (0x80070002) and attaches nothing
+    out = fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "attach", str(tmp_path / "nope.img"))
+    assert "nope.img" in out["message"] and "volume" not in out
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(b"\0" * 65536)
+    out = fresh_cli.run("attach", str(junk), expect=None)
+    assert out["hresult"] & 0x80000000 and "volume" not in out
+
+
+def test_create_too_small_and_unsupported_fs(fresh_cli: Cli) -> None:
+    fresh_cli.fail("VDS_E_VOLUME_TOO_SMALL", "create", "--size", "20M")
+    fresh_cli.fail("VDS_E_INCOMPATIBLE_FILE_SYSTEM", "create", "--size", "64M", "--fs", "NTFS")
+    fresh_cli.fail("VDS_E_INVALID_FS_TYPE", "create", "--size", "64M", "--fs", "ZFS")
+    assert fresh_cli.run("list")["volumes"] == []
+    assert list((fresh_cli.root / "images").iterdir()) == []
+
+
+def test_list_empty_root(fresh_cli: Cli) -> None:
+    out = fresh_cli.run("list")
+    assert out == {"hresult": 0, "code": "S_OK", "volumes": []}
+    r = fresh_cli.raw("list")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.split() == ["ID", "STATUS", "STATE", "SIZE", "LABEL", "PATHS", "MOUNT"]
+
+
+def test_root_falls_back_to_SIMVOL_ROOT(tmp_path) -> None:
+    root = tmp_path / "from-env"
+    r = run_simvol(["--json", "list"], env=simvol_env(SIMVOL_ROOT=str(root)))
+    assert r.returncode == 0, r.stderr
+    assert parse_one_object(r.stdout)["volumes"] == []
+    assert (root / "simvol.db").exists(), "SIMVOL_ROOT was not used as the root"
+    # --root wins over SIMVOL_ROOT
+    other = tmp_path / "from-option"
+    r = run_simvol(["--root", str(other), "--json", "list"], env=simvol_env(SIMVOL_ROOT=str(root)))
+    assert r.returncode == 0 and (other / "simvol.db").exists()
+
+
+def test_verbose(fresh_cli: Cli) -> None:
+    quiet = fresh_cli.raw("list")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = fresh_cli.raw("-vv", "--json", "list")
+    assert loud.returncode == 0
+    assert json.loads(loud.stdout)["code"] == "S_OK"  # logging never goes to stdout
+    loud = fresh_cli.raw("-v", "-v", "resolve", "Q:\\x")
+    assert loud.returncode == 1
+    assert "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)" in loud.stderr
+
+
+def test_help_and_version(fresh_cli: Cli) -> None:
+    r = run_simvol(["--help"])
+    assert r.returncode == 0
+    for verb in ("create", "attach", "detach", "delete", "list", "show", "mount", "dismount", "add-path",
+                 "remove-path", "paths", "holders", "format", "offline", "up", "down", "resolve", "check"):
+        assert verb in r.stdout, verb
+    r = run_simvol(["dismount", "--help"])
+    assert r.returncode == 0 and "--permanent" in r.stdout and "--force" in r.stdout
+    r = run_simvol(["--version"])
+    assert r.returncode == 0 and "simvol" in r.stdout
+    assert SIMVOL.endswith("simvol")
