@@ -7,6 +7,7 @@ boot id) forgets temporary dismounts, as Windows does.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -17,6 +18,7 @@ from ..errors import (
     HRESULTS,
     FormatError,
     ImageError,
+    ImageSizeError,
     InternalError,
     InvalidArgumentError,
     ObjectExistsError,
@@ -490,15 +492,26 @@ def _in_use_message(holders: list[dict[str, object]]) -> str:
     return f"the volume is in use by {who}{more}"
 
 
-def _image_error_to_vds(e: ImageError) -> VdsError:
-    from ..errors import ImageAccessError, ImageSizeError
+_ERRNO_CODES = {
+    errno.EEXIST: "HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS)",
+    errno.ENOENT: "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)",
+    errno.ENOTDIR: "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)",
+    errno.EACCES: "E_ACCESSDENIED",
+    errno.EPERM: "E_ACCESSDENIED",
+    errno.EROFS: "E_ACCESSDENIED",
+    errno.ENOSPC: "HRESULT_FROM_WIN32(ERROR_DISK_FULL)",
+    errno.EDQUOT: "HRESULT_FROM_WIN32(ERROR_DISK_FULL)",
+    errno.EFBIG: "HRESULT_FROM_WIN32(ERROR_DISK_FULL)",
+}
 
+
+def _image_error_to_vds(e: ImageError) -> VdsError:
+    """The HRESULT for an image-layer failure: by the host errno behind it, else by its kind."""
+    cause = e.__cause__
+    if isinstance(cause, OSError) and cause.errno in _ERRNO_CODES:
+        return vds_error(HRESULTS[_ERRNO_CODES[cause.errno]], str(e))
     if isinstance(e, ImageSizeError):
         return vds_error(HRESULTS["E_INVALIDARG"], str(e))
-    if isinstance(e, ImageAccessError):
-        if "exist" in str(e) and "not" not in str(e):
-            return vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS)"], str(e))
-        return vds_error(HRESULTS["E_ACCESSDENIED"] if "denied" in str(e) or "read-only" in str(e) else HRESULTS["VDS_E_OBJECT_STATUS_FAILED"], str(e))
     return vds_error(HRESULTS["VDS_E_OBJECT_STATUS_FAILED"], str(e))
 
 
