@@ -10,10 +10,7 @@ The markers ``fuse`` and ``slow`` are declared in pyproject.toml.
 
 from __future__ import annotations
 
-import ctypes.util
-import functools
 import os
-import shutil
 import sys
 
 import pytest
@@ -51,24 +48,8 @@ else:
 # --- FUSE probe ---------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def fuse_unavailable_reason() -> str | None:
-    """Why FUSE mounts cannot work in this environment, or None when they can."""
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing (containers need --device /dev/fuse --cap-add SYS_ADMIN)"
-    try:
-        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
-    except OSError as exc:
-        return f"/dev/fuse cannot be opened read-write: {exc.strerror or exc}"
-    os.close(fd)
-    fusermount = shutil.which("fusermount3")
-    if fusermount is None:
-        return "fusermount3 is not on PATH (install the Debian package fuse3, never 'fuse')"
-    if os.geteuid() != 0 and not os.stat(fusermount).st_mode & 0o4000:
-        return f"{fusermount} is not setuid root, so unprivileged mounts fail with EPERM"
-    if ctypes.util.find_library("fuse3") is None:
-        return "libfuse3 not found by ctypes.util.find_library('fuse3') (install libfuse3-3)"
-    return None
+# The probe is the plugin's, so the suite and simvol's users skip for the same reasons.
+from simvol.pytest_plugin import fuse_unavailable_reason  # noqa: E402
 
 
 # --- skipping and the suite guard ---------------------------------------------------------------------------
