@@ -8,6 +8,7 @@ everything else is private to its layer (``simvol.image``, ``simvol.fat``, ``sim
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     FAILED,
@@ -43,7 +44,6 @@ from .errors import (
     VolumeNotOnlineError,
     code_name,
 )
-from .service import Volume, VolumeService
 from .types import (
     FileSystemProp,
     FileSystemType,
@@ -51,6 +51,19 @@ from .types import (
     VolumeProp,
     VolumeStatus,
 )
+
+if TYPE_CHECKING:
+    from .service import Volume, VolumeService
+
+
+def __getattr__(name: str) -> Any:
+    # The service layer (SQLite, psutil, platformdirs) loads on first use, so a mount daemon — which imports
+    # simvol but never the service — starts without it (mount latency, vds.md's "Mount returns once live").
+    if name in ("Volume", "VolumeService"):
+        from . import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

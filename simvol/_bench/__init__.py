@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 #: Suites in the order a full run (no ``--only``) takes them.
-SUITE_NAMES: tuple[str, ...] = ("engine",)
+SUITE_NAMES: tuple[str, ...] = ("engine", "mount")
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 MAX_MESSAGE = 1 << 20
+#: How long one client may take to send its request: a stalled client must not block the control thread.
+READ_TIMEOUT = 10.0
 
 
 class ControlError(SimvolError):
@@ -101,25 +103,36 @@ class ControlServer:
                 return
             with conn:
                 try:
-                    _pid, uid, _gid = peer_credentials(conn)
-                    if uid != self._uid and uid != 0:
-                        log.warning("refused control connection from uid %d", uid)
-                        conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
-                        continue
-                    line = _read_line(conn)
-                    if not line:
-                        continue
-                    request = json.loads(line)
-                    try:
-                        response = self._handler(request)
-                    except Exception as e:  # the daemon must survive any bad request
-                        log.exception("control request %r failed", request)
-                        response = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-                    conn.sendall(json.dumps(response).encode() + b"\n")
-                    if self._after_reply is not None:
-                        self._after_reply(request, response)
-                except (OSError, ValueError) as e:
+                    self._serve_one(conn)
+                except Exception as e:  # whatever a client sends, the control thread lives on
                     log.warning("control connection failed: %s", e)
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        _pid, uid, _gid = peer_credentials(conn)
+        if uid != self._uid and uid != 0:
+            log.warning("refused control connection from uid %d", uid)
+            conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
+            return
+        conn.settimeout(READ_TIMEOUT)
+        try:
+            line = _read_line(conn)
+            if not line:
+                return
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as e:  # garbled, not JSON, or too large
+            conn.sendall(json.dumps({"ok": False, "error": f"bad request: {e}"}).encode() + b"\n")
+            return
+        if not isinstance(request, dict):
+            conn.sendall(b'{"ok": false, "error": "bad request: not a JSON object"}\n')
+            return
+        try:
+            response = self._handler(request)
+        except Exception as e:  # the daemon must survive any bad request
+            log.exception("control request %r failed", request)
+            response = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        conn.sendall(json.dumps(response).encode() + b"\n")
+        if self._after_reply is not None:
+            self._after_reply(request, response)
 
 
 def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

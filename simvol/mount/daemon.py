@@ -74,6 +74,11 @@ class Daemon:
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
+        paths = req.get("paths") or []
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            return {"ok": False, "error": "bad request: paths must be a list of strings"}
+        if not isinstance(req.get("force", False), bool):  # "no" must not mean a forced dismount
+            return {"ok": False, "error": "bad request: force must be true or false"}
         if op == "status":
             return self.status()
         if op == "flush":
@@ -82,9 +87,9 @@ class Daemon:
                 self.fs.sync()
             return {"ok": True}
         if op == "holders":
-            return {"ok": True, "holders": [h.as_dict() for h in self.holders(req.get("paths") or [])[0]]}
+            return {"ok": True, "holders": [h.as_dict() for h in self.holders(paths)[0]]}
         if op == "dismount":
-            return self.dismount(bool(req.get("force")), req.get("paths") or [])
+            return self.dismount(req.get("force", False), paths)
         return {"ok": False, "error": f"unknown request {op!r}"}
 
     def status(self) -> dict[str, Any]:
@@ -223,12 +228,14 @@ class Daemon:
             "nothreads": True,
             "fsname": f"simvol:{a.volume_id}",
             "subtype": "simvol",
-            "default_permissions": True,
         }
         if a.readonly:
             options["ro"] = True
         if a.allow_other:
+            # Other users may enter: the kernel must check mode bits. A private mount needs no such check
+            # (only its owner can enter), and without it the kernel skips a GETATTR of the parent per create.
             options["allow_other"] = True
+            options["default_permissions"] = True
         code = 0
         try:
             mfusepy.FUSE(self.ops, self.mountpoint, **options)

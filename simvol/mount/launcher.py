@@ -7,6 +7,7 @@ the image. Paths under ``run_dir`` are created without following symlinks.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -107,7 +108,15 @@ def _prepare_mountpoint(mountpoint: str) -> None:
         os.mkdir(mountpoint, 0o700)
     except FileExistsError:
         st = os.lstat(mountpoint)
-        if not stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode):
+            # A symlink planted at the mount point: replace the link (never mount over, or follow, its target).
+            os.unlink(mountpoint)
+            try:
+                os.mkdir(mountpoint, 0o700)
+            except FileExistsError:
+                raise MountError(f"{mountpoint} keeps being replaced while it is prepared") from None
+            return
+        if not stat.S_ISDIR(st.st_mode):
             raise MountError(f"{mountpoint} exists and is not a directory") from None
         if os.listdir(mountpoint):
             raise MountError(f"{mountpoint} is not empty") from None
@@ -130,7 +139,12 @@ def start_daemon(
     mountpoint = os.path.abspath(mountpoint)
     _prepare_mountpoint(mountpoint)
     r, w = os.pipe()
-    logfd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        logfd = _open_run_file(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
     args = [
         sys.executable, "-m", "simvol.mount.daemon", "--detach",
         "--image", os.path.abspath(image), "--mountpoint", mountpoint, "--socket", sock,
@@ -169,8 +183,34 @@ def start_daemon(
     except psutil.Error:
         ctime = 0.0
     info = DaemonInfo(pid, ctime, os.path.abspath(image), mountpoint, sock, logfile, volume_id)
-    _write_pidfile(pidfile, info)
+    try:
+        _write_pidfile(pidfile, info)
+    except OSError as e:
+        # Without its pid record nobody could find the daemon again: take the live mount down before failing.
+        try:
+            DaemonClient(sock).dismount(force=True, timeout=20)
+        except ControlError:
+            pass
+        wait_gone(pid, ctime, 10)
+        raise MountError(f"cannot write the pid record {pidfile}: {e.strerror or e}", image, _tail(logfile)) from e
     return info
+
+
+def _open_run_file(path: str, flags: int) -> int:
+    """Open a file in the run directory without following a symlink; a link planted there is replaced."""
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        os.unlink(path)  # the link, not its target
+        fd = os.open(path, flags | os.O_EXCL, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EPERM, f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _read_ready(fd: int, timeout: float) -> dict[str, Any]:
@@ -196,17 +236,27 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any]:
 
 
 def _write_pidfile(path: str, info: DaemonInfo) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(info.as_dict(), f)
-    os.replace(tmp, path)
+    # A fresh, uniquely named file (O_EXCL): nothing planted in the run directory is followed or truncated.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(info.as_dict(), f)
+        os.replace(tmp, path)  # replaces a link planted at ``path`` itself, never its target
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_pidfile(run_dir: str, volume_id: str) -> DaemonInfo | None:
     _, _, pidfile = run_files(run_dir, volume_id)
     try:
-        with open(pidfile, encoding="utf-8") as f:
+        fd = os.open(pidfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with os.fdopen(fd, encoding="utf-8") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             return DaemonInfo(**json.load(f))
     except (OSError, ValueError, TypeError):
         return None
@@ -266,7 +316,7 @@ class DaemonClient:
 
     def dismount(self, force: bool = False, paths: list[str] | None = None, timeout: float = 60.0) -> dict[str, Any]:
         """{"ok": True} once unmounted and the image is closed; {"ok": False, "in_use": True, "holders": […]}."""
-        return request(self.socket, {"op": "dismount", "force": force, "paths": paths or []}, timeout)
+        return request(self.socket, {"op": "dismount", "force": bool(force), "paths": list(paths or [])}, timeout)
 
     def _ok(self, response: dict[str, Any]) -> dict[str, Any]:
         if not response.get("ok"):

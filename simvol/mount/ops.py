@@ -8,6 +8,7 @@ all state here is underscore-prefixed. The FUSE loop is single-threaded; the con
 from __future__ import annotations
 
 import errno
+import inspect
 import itertools
 import logging
 import os
@@ -263,18 +264,20 @@ class VolumeOps(mfusepy.Operations):
             self._call(self._fs.truncate_node, node, length)
             return 0
 
-    def flush(self, path: str, fh: int) -> int:
-        with self._engine_lock:
-            h = self._handles.get(fh)
-            if h is None:
-                return 0
-            if h.stale:
-                raise _err(errno.EIO)
-            if h.writable:
-                self._call(self._fs.flush)
-            return 0
+    # No flush callback on purpose: the kernel sends FLUSH on every close(2) until the file system answers
+    # ENOSYS once. Directory entries are written at release (and at fsync), so FLUSH would only cost a
+    # request per close — a fifth of a create's round trips.
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
+        with self._engine_lock:
+            self._handle(fh)
+            self._call(self._fs.sync)
+            return 0
+
+    def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
+        # fsync(2) on a directory (after a rename or a create, the usual way to make it durable). Without this
+        # callback libfuse answers ENOSYS and the kernel turns that into success: the caller was told "durable"
+        # while directory entries, FAT and pending sizes could still sit in the daemon's memory.
         with self._engine_lock:
             self._handle(fh)
             self._call(self._fs.sync)
@@ -375,3 +378,8 @@ class VolumeOps(mfusepy.Operations):
 
     def destroy(self, path: str) -> None:
         log.debug("destroy")
+
+
+# mfusepy calls inspect.signature(operations.create) on every CREATE to choose between create(path, mode) and
+# create(path, mode, flags); computing it took ~9 µs per call. A stored __signature__ makes that ~3 µs.
+VolumeOps.create.__signature__ = inspect.signature(VolumeOps.create)  # type: ignore[attr-defined]
