@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 from dataclasses import dataclass
@@ -14,8 +15,23 @@ _MIN_TS = 315532800  # 1980-01-01 00:00:00 UTC
 _NS = 1_000_000_000
 
 
-def _local(seconds: float) -> time.struct_time:
+# Both conversions are pure for a given time zone and run for every create and stat, so they are memoized
+# (localtime/mktime cost a few microseconds each). The zone is read once per value: set TZ before use.
+@functools.lru_cache(maxsize=4096)
+def _local(seconds: int) -> time.struct_time:
     return time.localtime(seconds)
+
+
+@functools.lru_cache(maxsize=65536)
+def _decode_secs(date: int, tim: int) -> int:
+    day, month, year = date & 0x1F, (date >> 5) & 0x0F, (date >> 9) + 1980
+    sec2, minute, hour = tim & 0x1F, (tim >> 5) & 0x3F, tim >> 11
+    if not (1 <= day <= 31 and 1 <= month <= 12) or sec2 > 29 or minute > 59 or hour > 23:
+        year, month, day, hour, minute, sec2 = 1980, 1, 1, 0, 0, 0
+    try:
+        return int(time.mktime((year, month, day, hour, minute, sec2 * 2, 0, 0, -1)))
+    except (OverflowError, ValueError):
+        return _MIN_TS
 
 
 def encode_time(ns: int) -> tuple[int, int, int]:
@@ -37,15 +53,7 @@ def encode_time(ns: int) -> tuple[int, int, int]:
 
 def decode_time(date: int, tim: int = 0, tenths: int = 0) -> int:
     """POSIX ns for a FAT date/time; invalid fields map to 1980-01-01 (never raise)."""
-    day, month, year = date & 0x1F, (date >> 5) & 0x0F, (date >> 9) + 1980
-    sec2, minute, hour = tim & 0x1F, (tim >> 5) & 0x3F, tim >> 11
-    if not (1 <= day <= 31 and 1 <= month <= 12) or sec2 > 29 or minute > 59 or hour > 23:
-        year, month, day, hour, minute, sec2 = 1980, 1, 1, 0, 0, 0
-    try:
-        secs = time.mktime((year, month, day, hour, minute, sec2 * 2, 0, 0, -1))
-    except (OverflowError, ValueError):
-        secs = _MIN_TS
-    return int(secs) * _NS + min(tenths, 199) * 10_000_000
+    return _decode_secs(date, tim) * _NS + min(tenths, 199) * 10_000_000
 
 
 @dataclass(slots=True)

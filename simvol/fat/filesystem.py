@@ -467,7 +467,7 @@ class FatFileSystem:
     def _lookup(self, d: Node, name: str) -> Node | None:
         st = self._load_dir(d)
         node = st.by_key.get(N.name_key(name))
-        if node is None:
+        if node is None and len(name) <= 12:  # longer names can never be an 8.3 alias
             key = N.short_key(name)
             if key is not None:
                 node = st.by_short.get(key)
@@ -551,7 +551,7 @@ class FatFileSystem:
 
     def _new_node(self, parent: Node, name: str, attr: int, cluster: int) -> Node:
         st = self._load_dir(parent)
-        sn = N.make_short_name(name, lambda raw: raw in st.by_short)
+        sn = N.make_short_name(name, st.by_short)
         node = Node()
         node.name, node.short, node.ntres = name, sn.raw, sn.ntres
         node.attr, node.cluster, node.size = attr, cluster, 0
@@ -559,7 +559,7 @@ class FatFileSystem:
         node.cdate, node.ctime, node.ctenth = date, tim, tenth
         node.wdate, node.wtime, node.adate = date, tim, date
         node.parent = parent
-        node.nslots = 1 + (len(N.lfn_slots(name, 0)) if sn.needs_lfn else 0)
+        node.nslots = 1 + (N.lfn_slot_count(name) if sn.needs_lfn else 0)
         node.slot = self._alloc_slots(parent, node.nslots)
         self._write_node_slots(node, sn.needs_lfn)
         st.by_key[N.name_key(name)] = node
@@ -696,7 +696,7 @@ class FatFileSystem:
         # Reserve the new slots first: a full directory (ENOSPC) must leave source and target untouched.
         st = self._load_dir(dparent)
         sn = N.make_short_name(dname, lambda raw: st.by_short.get(raw, src) not in (src, target))
-        nslots = 1 + (len(N.lfn_slots(dname, 0)) if sn.needs_lfn else 0)
+        nslots = 1 + (N.lfn_slot_count(dname) if sn.needs_lfn else 0)
         slot = self._alloc_slots(dparent, nslots)
         # 1. drop the old entry, 2. drop the replaced target, 3. write the new entry (crash: lost clusters at worst)
         self._remove_entry(src)

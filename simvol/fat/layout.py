@@ -73,7 +73,7 @@ class Geometry:
     fat_sectors: int  # BPB_FATSz32
     total_sectors: int
     root_cluster: int
-    fsinfo_sector: int
+    fsinfo_sector: int  # 0: none (parse_boot_sector's verdict on a BPB_FSInfo outside the reserved area)
     backup_boot_sector: int
     active_fat: int | None = None  # None: mirrored (ExtFlags bit 7 clear)
 
@@ -380,6 +380,11 @@ def parse_boot_sector(sector: bytes, region_size: int | None = None) -> BootInfo
         raise bad("FAT12/FAT16 (16-bit sector count)")
     if fsver != 0:
         raise bad(f"FAT32 version {fsver >> 8}.{fsver & 0xFF} (only 0.0 exists)")
+    # A BPB_FSInfo outside the reserved area (0 and 0xFFFF mean "none" to some tools) names no FSInfo sector:
+    # 0 here, and nothing is ever written there. Rewriting it at a clean dismount would overwrite the boot
+    # sector (0), a FAT or file data. The same for one that collides with the backup boot sector.
+    if not 1 <= fsinfo < rsvd or fsinfo == bkboot:
+        fsinfo = 0
     geo = Geometry(
         bytes_per_sector=bps,
         sectors_per_cluster=spc,

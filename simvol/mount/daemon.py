@@ -24,7 +24,7 @@ from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
 from . import holders as holders_mod
 from . import mountinfo
-from ._fuselib import invalidate_path, mfusepy
+from ._fuselib import FastFUSE, invalidate_path
 from .control import ControlServer
 from .ops import VolumeOps
 
@@ -238,7 +238,7 @@ class Daemon:
             options["default_permissions"] = True
         code = 0
         try:
-            mfusepy.FUSE(self.ops, self.mountpoint, **options)
+            FastFUSE(self.ops, self.mountpoint, **options)
         except RuntimeError as e:
             if e.args != (8,):  # 8: ended by a signal, our own forced dismount included (fuse.md §3 #2)
                 log.error("FUSE loop failed: %s", e)
