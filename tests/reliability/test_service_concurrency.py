@@ -10,7 +10,8 @@ daemon, P ⇔ the flag in the image, no image mounted twice; after a final safe 
 ``fsck.fat -n``.
 
 Defaults are small for CI (4 processes × 25 operations); ``SIMVOL_CONC_PROCS=8 SIMVOL_CONC_OPS=200`` is the full
-campaign, ``SIMVOL_CONC_SEED`` replays one.
+campaign, ``SIMVOL_CONC_SEED`` replays one. ``SIMVOL_CONC_SECONDS=N`` turns it into a soak: every process runs
+operations until N seconds have passed (``scripts/campaign soak``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.fuse
 
 PROCS = int(os.environ.get("SIMVOL_CONC_PROCS", "4"))
 OPS = int(os.environ.get("SIMVOL_CONC_OPS", "25"))
+SECONDS = float(os.environ.get("SIMVOL_CONC_SECONDS", "0"))
 SIZE = 40 << 20
 LETTERS = "DEFGH"
 FOLDERS = ("f1", "f2")
@@ -49,7 +51,10 @@ import errno, json, os, random, sys, traceback
 from simvol.errors import VdsError
 from simvol.service import VolumeService
 
+import time
 root, seed, n_ops, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
+seconds = float(sys.argv[5])
+stop_at = time.monotonic() + seconds
 rnd = random.Random(seed)
 svc = VolumeService(root)
 LETTERS = "DEFGH"
@@ -104,7 +109,11 @@ def run(op, v):
         return "io-ok"
     raise AssertionError(op)
 
-for i in range(n_ops):
+i = -1
+while True:
+    i += 1
+    if (seconds and time.monotonic() >= stop_at) or (not seconds and i >= n_ops):
+        break
     op = rnd.choices(names, weights)[0]
     vid = rnd.choice(ids)
     rec = {"i": i, "op": op, "vol": vid[:8]}
@@ -233,11 +242,11 @@ def test_concurrent_processes_keep_the_invariants(conc_root) -> None:
     ids = [str(v.id) for v in vols]
 
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, root, str(seed + k), str(OPS), ",".join(ids)],
+        subprocess.Popen([sys.executable, "-c", WORKER, root, str(seed + k), str(OPS), ",".join(ids), str(SECONDS)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
         for k in range(PROCS)
     ]
-    deadline = time.monotonic() + max(120, OPS * PROCS * 2)
+    deadline = time.monotonic() + (SECONDS + 120 if SECONDS else max(120, OPS * PROCS * 2))
     records, problems = [], []
     for k, p in enumerate(procs):
         try:
@@ -255,10 +264,11 @@ def test_concurrent_processes_keep_the_invariants(conc_root) -> None:
             if "unexpected" in rec:
                 problems.append(f"worker {k} op {rec['i']} {rec['op']}: {rec['unexpected']}")
     assert not problems, f"seed {seed}:\n" + "\n".join(problems[:5])
-    assert len(records) == PROCS * OPS
+    if not SECONDS:
+        assert len(records) == PROCS * OPS
     codes = collections.Counter(r.get("code", "S_OK") for r in records)
     io = collections.Counter(r["ok"] for r in records if r["op"] == "io" and "ok" in r)
-    print(f"seed {seed}: {PROCS}x{OPS} ops, results {dict(codes)}, file writes {dict(io)}")
+    print(f"seed {seed}: {PROCS} processes, {len(records)} ops, results {dict(codes)}, file writes {dict(io)}")
     assert codes["S_OK"] > 0
 
     states = _check_invariants(svc, ids, raw=True)
@@ -273,4 +283,5 @@ def test_concurrent_processes_keep_the_invariants(conc_root) -> None:
         r = subprocess.run(["fsck.fat", "-n", v.image], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, f"seed {seed}: fsck.fat -n {v.image}:\n{r.stdout}\n{r.stderr}"
     assert not simvol_mounts(svc.root.volumes)
+    assert not _daemons(root), "a daemon outlived its dismount"
     svc.close()
