@@ -198,8 +198,12 @@ def scenario(d: Demo) -> None:
 
     d.step("Shut down and let fsck.fat judge both images")
     d.run("down")
+    # fsck.fat lives in /usr/sbin, which an unprivileged user's PATH lacks on Debian.
+    fsck = shutil.which("fsck.fat", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if fsck is None:
+        d.fail("fsck.fat not found (install dosfstools)")
     for vol in (e, f):
-        r = subprocess.run(["fsck.fat", "-n", vol["image"]], capture_output=True, text=True)
+        r = subprocess.run([fsck, "-n", vol["image"]], capture_output=True, text=True)
         if r.returncode != 0 or "differences between boot sector" in r.stdout:
             d.fail(f"fsck.fat -n {vol['image']}: exit {r.returncode}\n{r.stdout}")
         d.ok(f"fsck.fat -n: {r.stdout.strip().splitlines()[-1]}")

@@ -358,8 +358,11 @@ class _Checker:
         bps = g.bytes_per_sector
         free = self._free_count()
         fsinfo_raw = os.pread(self.fd, bps, g.fsinfo_sector * bps)
-        fsinfo = parse_fsinfo(fsinfo_raw)
-        if fsinfo is None:
+        fsinfo = parse_fsinfo(fsinfo_raw) if g.fsinfo_sector else None
+        if not g.fsinfo_sector:  # BPB_FSInfo outside the reserved area (parse_boot_sector): never written
+            self.report("fsinfo", "/", f"the boot sector names no usable FSInfo sector (BPB_FSInfo "
+                        f"{struct.unpack_from('<H', self.info.raw, 0x30)[0]})", fixable=False)
+        elif fsinfo is None:
             self.report("fsinfo", "/", "FSInfo sector signatures are wrong")
         elif fsinfo[0] != free and fsinfo[0] != 0xFFFFFFFF:
             self.report("fsinfo", "/", f"FSInfo free count {fsinfo[0]} but {free} clusters are free")
@@ -388,7 +391,8 @@ class _Checker:
         nxt = self._first_free()
         newinfo = bytearray(fsinfo_raw)
         newinfo[:512] = build_fsinfo(free, nxt)
-        _pwrite_all(self.fd, bytes(newinfo), g.fsinfo_sector * bps)
+        if g.fsinfo_sector:
+            _pwrite_all(self.fd, bytes(newinfo), g.fsinfo_sector * bps)
         nb = bytearray(boot)
         nb[0x41] &= ~BS_DIRTY & 0xFF
         if fix_label:
@@ -396,7 +400,7 @@ class _Checker:
         _pwrite_all(self.fd, bytes(nb), 0)
         if g.backup_boot_sector and g.backup_boot_sector < g.reserved_sectors:
             _pwrite_all(self.fd, bytes(nb), g.backup_boot_sector * bps)
-            if g.backup_boot_sector + g.fsinfo_sector < g.reserved_sectors:
+            if g.fsinfo_sector and g.backup_boot_sector + g.fsinfo_sector < g.reserved_sectors:
                 _pwrite_all(self.fd, bytes(newinfo), (g.backup_boot_sector + g.fsinfo_sector) * bps)
         os.fsync(self.fd)
 

@@ -173,7 +173,11 @@ class FatFileSystem:
         self.fat = FatTable(fd, geo, writable=writable)
         self.fat.discard = discard
         self.was_dirty = self.was_dirty or not self.fat.clean_bit()
-        fsinfo = parse_fsinfo(os.pread(fd, geo.bytes_per_sector, geo.fsinfo_sector * geo.bytes_per_sector))
+        fsinfo = (
+            parse_fsinfo(os.pread(fd, geo.bytes_per_sector, geo.fsinfo_sector * geo.bytes_per_sector))
+            if geo.fsinfo_sector
+            else None
+        )
         if self.was_dirty or fsinfo is None or fsinfo[0] == 0xFFFFFFFF:
             self.fat.load_free_info(None, fsinfo[1] if fsinfo else None)
         else:
@@ -233,9 +237,14 @@ class FatFileSystem:
         self.fat.flush()
         if self._dirty_nodes:
             nodes, self._dirty_nodes = self._dirty_nodes, set()
-            for node in nodes:
-                if node.dirty and not node.deleted:
-                    self._write_entry(node)
+            try:
+                for node in nodes:
+                    if node.dirty and not node.deleted:
+                        self._write_entry(node)
+            except BaseException:
+                # A host write failed (ENOSPC, EIO): the entries not yet written stay pending for the next flush.
+                self._dirty_nodes |= {n for n in nodes if n.dirty and not n.deleted}
+                raise
 
     def sync(self) -> None:
         """flush() and make it durable."""
@@ -270,13 +279,14 @@ class FatFileSystem:
         os.fsync(fd)  # everything before the clean markers
         fsinfo = bytearray(os.pread(fd, bps, geo.fsinfo_sector * bps))
         fsinfo[:512] = build_fsinfo(self.fat.free_count, self.fat.next_free)
-        _pwrite_all(fd, bytes(fsinfo), geo.fsinfo_sector * bps)
+        if geo.fsinfo_sector:  # 0: the boot sector names no FSInfo sector; write none
+            _pwrite_all(fd, bytes(fsinfo), geo.fsinfo_sector * bps)
         bs = bytearray(os.pread(fd, bps, 0))
         bs[0x41] &= ~BS_DIRTY & 0xFF
         _pwrite_all(fd, bytes(bs), 0)
         if geo.backup_boot_sector and geo.backup_boot_sector < geo.reserved_sectors:
             _pwrite_all(fd, bytes(bs), geo.backup_boot_sector * bps)
-            if geo.backup_boot_sector + geo.fsinfo_sector < geo.reserved_sectors:
+            if geo.fsinfo_sector and geo.backup_boot_sector + geo.fsinfo_sector < geo.reserved_sectors:
                 _pwrite_all(fd, bytes(fsinfo), (geo.backup_boot_sector + geo.fsinfo_sector) * bps)
         os.fsync(fd)
         self.was_dirty = False

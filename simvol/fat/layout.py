@@ -382,9 +382,12 @@ def parse_boot_sector(sector: bytes, region_size: int | None = None) -> BootInfo
         raise bad(f"FAT32 version {fsver >> 8}.{fsver & 0xFF} (only 0.0 exists)")
     # A BPB_FSInfo outside the reserved area (0 and 0xFFFF mean "none" to some tools) names no FSInfo sector:
     # 0 here, and nothing is ever written there. Rewriting it at a clean dismount would overwrite the boot
-    # sector (0), a FAT or file data. The same for one that collides with the backup boot sector.
-    if not 1 <= fsinfo < rsvd or fsinfo == bkboot:
+    # sector (0), a FAT or file data. A backup boot sector on the FSInfo sector is dropped the same way (the
+    # two would overwrite each other at every clean dismount).
+    if not 1 <= fsinfo < rsvd:
         fsinfo = 0
+    if bkboot == fsinfo:
+        bkboot = 0
     geo = Geometry(
         bytes_per_sector=bps,
         sectors_per_cluster=spc,

@@ -45,6 +45,7 @@ class FatTable:
         self._read_copy = geo.active_fat or 0
         self.max_cluster = geo.max_cluster
         self.free_count = 0
+        self.free_exact = False  # free_count counted from the FAT (and kept since), not FSInfo's hint
         self.next_free = 2
         self._pending_punch: list[tuple[int, int]] = []
         self.discard = False
@@ -199,11 +200,19 @@ class FatTable:
                 free -= 1
         return free
 
+    _pending_recount = False
+
+    def _recount(self) -> None:
+        self.free_count = self.count_free()
+        self.free_exact = True
+
     def load_free_info(self, free: int | None, next_free: int | None) -> None:
         """Adopt FSInfo's hints when they are plausible, else count."""
-        if free is None or free > self._geo.cluster_count:
+        exact = free is None or free > self._geo.cluster_count
+        if exact:
             free = self.count_free()
         self.free_count = free
+        self.free_exact = exact
         self.next_free = next_free if next_free and 2 <= next_free <= self.max_cluster else 2
 
     def _find_free(self, start: int) -> int:
@@ -249,6 +258,8 @@ class FatTable:
         """
         if count <= 0:
             return []
+        if count > self.free_count and not self.free_exact:
+            self._recount()  # FSInfo's count is only a hint: a stale or damaged one must not refuse free space
         if count > self.free_count:
             raise fs_error(errno.ENOSPC)
         extents: list[tuple[int, int]] = []
@@ -258,6 +269,8 @@ class FatTable:
             while need:
                 n = self._find_free(hint)
                 if n < 0:
+                    if not self.free_exact:  # the hint promised more than the FAT has (after the rollback)
+                        self._pending_recount = True
                     raise fs_error(errno.ENOSPC)
                 run = self._free_run_length(n, need)
                 if run == 0:  # only top bits set; treat as one
@@ -271,6 +284,9 @@ class FatTable:
             for s, ln in extents:  # roll back the in-memory FAT
                 for c in range(s, s + ln):
                     self.set(c, 0)
+            if self._pending_recount:
+                self._pending_recount = False
+                self._recount()
             raise
         # Link the runs together and onto the existing chain.
         for (s1, l1), (s2, _) in zip(extents, extents[1:]):

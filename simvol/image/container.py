@@ -22,6 +22,7 @@ import errno
 import logging
 import os
 import stat
+import time
 import uuid
 import warnings
 from types import TracebackType
@@ -47,6 +48,10 @@ MAX_FS_SIZE = 2**41
 MIN_IMAGE_SIZE = TRAILER_SIZE + SECTOR
 
 _HOST_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+#: How long a busy image lock is retried before "in use": covers a forked child that still holds a
+#: copy of the descriptor until its exec (see Image._from_fd).
+LOCK_GRACE = 0.25
 
 PathArg = str | os.PathLike[str]
 
@@ -329,6 +334,13 @@ class Image:
         if lock:
             try:
                 locked = try_lock(fd, exclusive=writable)
+                # A lock that goes away within LOCK_GRACE was no holder: another thread of this process
+                # forked (subprocess) while it had the image open, and the child keeps a copy of that
+                # descriptor — and with it the flock — until its exec closes it.
+                deadline = time.monotonic() + LOCK_GRACE
+                while not locked and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    locked = try_lock(fd, exclusive=writable)
             except OSError as exc:
                 raise ImageAccessError(
                     f"cannot lock the image: {exc.strerror or exc}", path

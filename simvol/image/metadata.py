@@ -163,7 +163,7 @@ class ImageMetadata:
         """Decode a slot payload; anything malformed raises :class:`ImageFormatError`."""
         try:
             doc = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON
             raise ImageFormatError(
                 f"simvol metadata payload is not UTF-8 JSON ({exc})", path
             ) from exc

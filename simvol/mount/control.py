@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 MAX_MESSAGE = 1 << 20
-#: How long one client may take to send its request: a stalled client must not block the control thread.
-READ_TIMEOUT = 10.0
+#: How long one client may take to send its request (clients send it at once, right after connecting): a stalled
+#: client must not block the control thread, and must be dropped well before other clients' own timeouts (10 s).
+READ_TIMEOUT = 2.0
 
 
 class ControlError(SimvolError):

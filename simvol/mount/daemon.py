@@ -218,8 +218,10 @@ class Daemon:
             else:
                 log.exception("cannot mount %s", a.image)
                 error = f"internal error: {type(e).__name__}: {e}"
-            _report(ready_fd, {"ok": False, "error": error, "kind": type(e).__name__})
+            # Close (and unlock) the image before reporting, and name this process, so the launcher returns
+            # only once nothing of this failed mount is left (it waits for the pid to exit).
             self._cleanup()
+            _report(ready_fd, {"ok": False, "error": error, "kind": type(e).__name__, "pid": os.getpid()})
             return 1
         watcher = threading.Thread(target=self._announce, args=(ready_fd,), name="simvol-ready", daemon=True)
         watcher.start()

@@ -173,6 +173,8 @@ def start_daemon(
     finally:
         os.close(r)
     if not message.get("ok"):
+        if message.get("pid"):  # a daemon that failed to mount: return once it has exited, not while it exits
+            wait_gone(int(message["pid"]), 0.0, 10)
         _remove_empty_dir(mountpoint)
         raise MountError(
             f"cannot mount {image}: {message.get('error', 'the daemon failed')}", image, _tail(logfile)

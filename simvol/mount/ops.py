@@ -304,7 +304,7 @@ class VolumeOps(mfusepy.Operations):
             if h is not None and h.writable and not h.stale:
                 try:
                     self._fs.flush()
-                except FsOpError as e:
+                except OSError as e:  # FsOpError, and the host's own ENOSPC/EIO: the handle must go regardless
                     log.warning("flush at release of %s failed: %s", path, e)
             self._drop_handle(fh)
         return 0

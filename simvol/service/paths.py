@@ -64,8 +64,10 @@ class AccessPath:
 
 def parse_access_path(path: str | None) -> AccessPath:
     """Classify a path given to Add/DeleteAccessPath."""
-    if path is None or path == "" or len(path) > MAX_PATH_CHARS:
-        return AccessPath(Shape.INVALID, path or "")
+    if not isinstance(path, str) or path == "" or len(path) > MAX_PATH_CHARS:
+        return AccessPath(Shape.INVALID, path if isinstance(path, str) else "")
+    if not _encodable(path):
+        return AccessPath(Shape.BAD_SHAPE, path)  # undecodable host bytes (surrogate escapes): no Windows path
     if path.startswith("/"):
         parts = path.split("/")[1:]
         while parts and parts[-1] == "":
@@ -96,6 +98,15 @@ def parse_access_path(path: str | None) -> AccessPath:
     return AccessPath(Shape.FOLDER, path, letter=m.group(1).upper(), parts=tuple(parts))
 
 
+def _encodable(path: str) -> bool:
+    """False for strings carrying undecodable host bytes (``surrogateescape``), which no Windows path holds."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class WindowsPath:
     """A path given to ``resolve``: where it starts and what follows."""
@@ -108,15 +119,20 @@ class WindowsPath:
 
 def parse_windows_path(path: str) -> WindowsPath | None:
     """Parse a path for ``resolve``; None when it is not absolute in any form simvol knows."""
-    if not path or len(path) > 32767:
+    if not isinstance(path, str) or not path or len(path) > 32767 or "\0" in path:
         return None
     if path.startswith("/"):
         return WindowsPath("host", None, None, tuple(p for p in path.split("/") if p))
+    if not _encodable(path):
+        return None
     w = path.replace("/", "\\")
     m = _GUID_PATH.match(w)
     if m:
         rest = (m.group(2) or "").strip("\\")
-        return WindowsPath("guid", None, uuid.UUID(m.group(1)), tuple(p for p in rest.split("\\") if p))
+        parts = tuple(p for p in rest.split("\\") if p)
+        if any(p in (".", "..") for p in parts):
+            return None  # would climb out of the volume's root
+        return WindowsPath("guid", None, uuid.UUID(m.group(1)), parts)
     m = re.match(r"^([A-Za-z]):(\\.*)?$", w)
     if not m:
         return None

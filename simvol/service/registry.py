@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..errors import HRESULTS, VdsError, vds_error
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -67,6 +69,13 @@ class RegistryError(Exception):
     pass
 
 
+def _vds_error(e: sqlite3.Error, path: str) -> VdsError:
+    """A registry failure as a VdsError: ERROR_DISK_FULL when the host is out of space, else an internal error."""
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e).lower():
+        return vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_DISK_FULL)"], f"the registry {path} cannot be written: {e}")
+    return vds_error(HRESULTS["VDS_E_INTERNAL_ERROR"], f"the registry {path} failed: {e}")
+
+
 class Registry:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -84,14 +93,32 @@ class Registry:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise _vds_error(e, self.path) from e
         try:
             yield self._db
+        except sqlite3.Error as e:
+            self._rollback()
+            raise _vds_error(e, self.path) from e
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:  # a full disk, an I/O error: nothing was written
+                self._rollback()
+                raise _vds_error(e, self.path) from e
+
+    def _rollback(self) -> None:
+        """End the transaction whatever state SQLite left it in (a failed COMMIT may or may not have ended it)."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                log.warning("rollback of %s failed: %s", self.path, e)
 
     def _migrate(self) -> None:
         with self.transaction() as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -33,6 +34,12 @@ def _private_dir(path: str, mode: int = 0o700) -> None:
         raise VdsError(HRESULTS["E_ACCESSDENIED"], f"{path} is not a directory (a symlink or file is in the way)")
     if st.st_uid != os.geteuid():
         raise VdsError(HRESULTS["E_ACCESSDENIED"], f"{path} belongs to uid {st.st_uid}, not to this user")
+    if st.st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+        # A shared directory (/tmp, a world-writable drop box): never chmod it to 0700 under its other users.
+        raise VdsError(
+            HRESULTS["E_ACCESSDENIED"],
+            f"{path} is a shared directory (mode {stat.S_IMODE(st.st_mode):04o}); use a private directory",
+        )
     if stat.S_IMODE(st.st_mode) != mode:
         os.chmod(path, mode)
 
@@ -41,7 +48,11 @@ class Root:
     """``ROOT/simvol.db``, ``images/``, ``volumes/{GUID}/``, ``drives/C/``, ``drives/X``, ``run/``."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = os.path.abspath(os.fspath(path) if path is not None else default_root())
+        raw = os.fspath(path) if path is not None else default_root()
+        if not isinstance(raw, str) or not raw or "\0" in raw:
+            # An empty path would make the current directory the root (and chmod it 0700).
+            raise VdsError(HRESULTS["E_INVALIDARG"], f"{raw!r} is not a usable root directory path")
+        self.path = os.path.abspath(raw)
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -52,6 +63,8 @@ class Root:
             _private_dir(self.system_drive, 0o755)
             _private_dir(self.run)
             _private_dir(self.locks)
+        except VdsError:
+            raise
         except PermissionError as e:
             raise VdsError(HRESULTS["E_ACCESSDENIED"], f"cannot use {self.path} as a simvol root: {e.strerror}") from e
         except OSError as e:
@@ -84,7 +97,7 @@ class Root:
             finally:
                 held[name] -= 1
             return
-        fd = os.open(os.path.join(self.locks, name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = self._open_lock(os.path.join(self.locks, name + ".lock"))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             held[name] = 1
@@ -94,3 +107,29 @@ class Root:
                 held[name] = 0
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _open_lock(path: str) -> int:
+        """Open (create) a lock file without following a symlink; a link planted there is replaced, never followed."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        for _ in range(3):
+            try:
+                fd = os.open(path, flags, 0o600)
+            except OSError as e:
+                try:
+                    planted = stat.S_ISLNK(os.lstat(path).st_mode)
+                except OSError:
+                    planted = False
+                if e.errno == errno.ELOOP and planted:
+                    try:
+                        os.unlink(path)  # removes the link itself; its target is untouched
+                    except FileNotFoundError:
+                        pass
+                    continue
+                raise VdsError(HRESULTS["E_ACCESSDENIED"], f"cannot open the lock file {path}: {e.strerror or e}") from e
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted there
+                os.close(fd)
+                raise VdsError(HRESULTS["E_ACCESSDENIED"], f"{path} is not a regular file")
+            os.set_blocking(fd, True)
+            return fd
+        raise VdsError(HRESULTS["E_ACCESSDENIED"], f"cannot open the lock file {path}: a symlink keeps coming back")

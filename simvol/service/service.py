@@ -30,7 +30,7 @@ from ..errors import (
     vds_error,
 )
 from ..fat import format_volume
-from ..fat.layout import plan_format
+from ..fat.layout import normalize_label, plan_format
 from ..image import Image, create_image, read_metadata
 from ..image.metadata import ImageMetadata
 from ..mount import (
@@ -280,8 +280,10 @@ class VolumeService:
         return Volume(self, vid)
 
     def _find(self, selector: str) -> str | None:
-        s = (selector or "").strip()
-        if not s:
+        if not isinstance(selector, str):
+            return None
+        s = selector.strip()
+        if not s or "\0" in s:
             return None
         w = s.replace("/", "\\")
         candidate = w
@@ -321,6 +323,14 @@ class VolumeService:
         ``roles``: any of ``system``, ``boot``, ``pagefile``, ``hidden``, ``readonly``,
         ``no-default-drive-letter``, ``no-permanent-dismount``.
         """
+        if filesystem is not None and not isinstance(filesystem, str):
+            raise vds_error(HRESULTS["VDS_E_INVALID_FS_TYPE"], f"the file system must be a name such as 'FAT32', got {filesystem!r}")
+        if label is not None and not isinstance(label, str):
+            raise InvalidArgumentError(message=f"the label must be a string, got {label!r}")
+        if not isinstance(cluster_size, int) or isinstance(cluster_size, bool):
+            raise InvalidArgumentError(message=f"the allocation unit must be a number of bytes, got {cluster_size!r}")
+        if isinstance(roles, str):
+            roles = (roles,)
         fs = (filesystem or "FAT32").upper()
         if fs != "FAT32":
             known = {"NTFS", "FAT", "EXFAT", "UDF", "REFS"}
@@ -338,6 +348,8 @@ class VolumeService:
             else:
                 raise InvalidArgumentError(message=f"unknown role {role!r}; known: {', '.join([*ROLE_FLAGS, 'no-permanent-dismount'])}")
         if letter is not None:
+            if not isinstance(letter, str):
+                raise vds_error(HRESULTS["VDS_E_INVALID_DRIVE_LETTER"], f"{letter!r} is not a drive letter")
             ap = parse_access_path(letter if ":" in letter else letter + ":")
             if ap.shape is not Shape.LETTER:
                 raise vds_error(HRESULTS["VDS_E_INVALID_DRIVE_LETTER"], f"{letter!r} is not a drive letter")
@@ -346,11 +358,12 @@ class VolumeService:
         if size % 512:
             size += 512 - size % 512
         try:
-            plan_format(size, cluster_size)  # refuse impossible sizes before any file exists
+            plan_format(size, cluster_size)  # refuse impossible sizes and labels before any file exists
+            normalize_label(label)
         except FormatError as e:
             raise format_error_to_vds(e) from e
         vid = uuid.uuid4()
-        path = os.path.abspath(os.fspath(image)) if image is not None else os.path.join(self.root.images, f"{vid}.img")
+        path = _image_path(image) if image is not None else os.path.join(self.root.images, f"{vid}.img")
         try:
             create_image(path, size, volume_id=vid, flags=int(flags))
         except ImageError as e:
@@ -364,6 +377,9 @@ class VolumeService:
         except (ImageError, OSError) as e:
             _unlink_quietly(path)
             raise vds_error(HRESULTS["VDS_E_IO_ERROR"], f"cannot format {path}: {e}") from e
+        except BaseException:
+            _unlink_quietly(path)  # whatever went wrong, no half-made image stays behind
+            raise
         try:
             vol = self.attach(path)
         except BaseException:
@@ -379,7 +395,7 @@ class VolumeService:
 
     def attach(self, image: str | os.PathLike[str]) -> Volume:
         """Register an existing image; it arrives mounted unless the image says permanently dismounted."""
-        path = os.path.abspath(os.fspath(image))
+        path = _image_path(image)
         if not os.path.lexists(path):
             raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)"], f"{path} does not exist")
         try:
@@ -513,6 +529,21 @@ def _image_error_to_vds(e: ImageError) -> VdsError:
     if isinstance(e, ImageSizeError):
         return vds_error(HRESULTS["E_INVALIDARG"], str(e))
     return vds_error(HRESULTS["VDS_E_OBJECT_STATUS_FAILED"], str(e))
+
+
+def _image_path(image: object) -> str:
+    """The absolute path of an image argument; E_INVALIDARG for what cannot name a file in the registry."""
+    try:
+        raw = os.fspath(image)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidArgumentError(message=f"an image path is needed, got {image!r}") from None
+    if not isinstance(raw, str) or not raw or "\0" in raw:
+        raise InvalidArgumentError(message=f"{raw!r} is not a usable image path")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(message=f"{raw!r} is not valid UTF-8; rename the image") from None
+    return os.path.abspath(raw)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -117,8 +117,10 @@ class Volume:
         return [p.host_path for p in self._paths()]
 
     def _in_use_holders(self) -> list[dict[str, Any]]:
-        """Who holds the volume. A handle whose process has exited is a RELEASE still on its way (the kernel
-        sends it after close() returns): wait briefly for it, as the daemon's safe dismount does (vds.md §5.10)."""
+        """Who holds the volume. A handle whose process has exited, or no longer has the file open, is a RELEASE
+        still on its way (the kernel sends it after close() returns): wait briefly for it, as the daemon's safe
+        dismount does (vds.md §5.10). Without the second case a process that closed a file and dismounted at once
+        was told it held the volume itself (about one time in three)."""
         client = self._svc._client(self._vid)
         if client is None:
             return []
@@ -129,7 +131,7 @@ class Volume:
             except SimvolError as e:
                 log.warning("holder query failed: %s", e)
                 return []
-            if time.monotonic() >= deadline or all(_pid_alive(h.get("pid")) for h in holders):
+            if time.monotonic() >= deadline or not holders or any(_settled(h) for h in holders):
                 return holders
             time.sleep(0.01)
 
@@ -356,6 +358,10 @@ class Volume:
         real_parent = os.path.realpath(os.path.dirname(host))
         if _inside(real_parent, root.volumes) or _inside(os.path.realpath(host), root.volumes) and not os.path.islink(host):
             raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
+        if ap.shape is Shape.FOLDER and not _inside(real_parent, os.path.realpath(root.system_drive)):
+            # A symlink on the simulated C: leads out of it: the folder is not on C:, and nothing outside the
+            # root may be replaced through it (row 10).
+            raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{ap.raw} leaves drive C: through a symlink")
         return host
 
     def add_access_path(self, path: str, *, _initial: bool = False) -> int:
@@ -414,17 +420,26 @@ class Volume:
                     raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is not empty")
                 target = root.mountpoint(self._vid)
                 dir_mode = stat.S_IMODE(st.st_mode)
-            with reg.transaction() as db:
-                reg.add_path(db, self._vid, ap.shape.value if ap.shape is Shape.LETTER else "folder",
-                             ap.display, ap.key, host, dir_mode)
-                if ap.shape is not Shape.LETTER:
-                    os.rmdir(host)  # only an empty directory; never follows a symlink
-                try:
-                    os.symlink(target, host)
-                except OSError:
+            linked = False
+            try:
+                with reg.transaction() as db:
+                    reg.add_path(db, self._vid, ap.shape.value if ap.shape is Shape.LETTER else "folder",
+                                 ap.display, ap.key, host, dir_mode)
                     if ap.shape is not Shape.LETTER:
-                        os.mkdir(host, dir_mode)
-                    raise
+                        os.rmdir(host)  # only an empty directory; never follows a symlink
+                    try:
+                        os.symlink(target, host)
+                        linked = True
+                    except OSError:
+                        if ap.shape is not Shape.LETTER:
+                            _make_dir(host, dir_mode)
+                        raise
+            except BaseException:
+                if linked:  # the commit failed (a full disk): no link may outlive its registry row
+                    _unlink_link(host)
+                    if ap.shape is not Shape.LETTER:
+                        _make_dir(host, dir_mode)
+                raise
             if state == "P":
                 try:
                     self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
@@ -443,16 +458,28 @@ class Volume:
         row = reg.path_by_key(key)
         if row is None:
             return
-        with reg.transaction() as db:
-            reg.remove_path(db, key)
-            try:
-                if os.path.islink(row.host_path):
-                    os.unlink(row.host_path)
-            except FileNotFoundError:
-                pass
-            if row.kind == "folder" and not os.path.lexists(row.host_path):
-                os.mkdir(row.host_path, row.dir_mode)
-                os.chmod(row.host_path, row.dir_mode)
+        removed: str | None = None  # the link's target, once the link is gone
+        try:
+            with reg.transaction() as db:
+                reg.remove_path(db, key)
+                try:
+                    if os.path.islink(row.host_path):
+                        target = os.readlink(row.host_path)
+                        os.unlink(row.host_path)
+                        removed = target
+                except FileNotFoundError:
+                    pass
+                if row.kind == "folder" and not os.path.lexists(row.host_path):
+                    _make_dir(row.host_path, row.dir_mode)
+        except BaseException:
+            if removed is not None:  # the registry keeps the path: so must the host
+                try:
+                    if row.kind == "folder" and os.path.isdir(row.host_path) and not os.path.islink(row.host_path):
+                        os.rmdir(row.host_path)
+                    os.symlink(removed, row.host_path)
+                except OSError as e:
+                    log.warning("cannot restore the access path %s: %s", row.host_path, e)
+            raise
 
     def delete_access_path(self, path: str, force: bool = False) -> int:
         """``IVdsVolumeMF::DeleteAccessPath`` (vds.md §5.7). A folder becomes an empty directory again."""
@@ -496,6 +523,10 @@ class Volume:
                 raise _fail("VDS_E_OPERATION_DENIED", "system, boot and pagefile volumes cannot be formatted")
             if meta.flags & VolumeFlag.READONLY:
                 raise _fail("VDS_E_MEDIA_WRITE_PROTECTED")
+            if label is not None and not isinstance(label, str):
+                raise _fail("E_INVALIDARG", f"the label must be a string, got {label!r}")
+            if not isinstance(unit, int) or isinstance(unit, bool):
+                raise _fail("E_INVALIDARG", f"the allocation unit must be a number of bytes, got {unit!r}")
             name = fs_type.upper() if isinstance(fs_type, str) else _FS_BY_TYPE.get(_fs_enum(fs_type), "")
             if isinstance(fs_type, str) and fs_type.upper() == "FAT32" or fs_type == FileSystemType.FAT32:
                 pass
@@ -536,6 +567,8 @@ class Volume:
             return _E["VDS_S_VOLUME_COMPRESS_FAILED"] if compress else S_OK
 
     def _fs_flags(self, flags: int, setting: bool) -> int:
+        if not isinstance(flags, int) or isinstance(flags, bool):
+            raise _fail("E_INVALIDARG", f"file-system flags must be an integer, got {flags!r}")
         with self._lock():
             state = self._enter()
             if self._meta().flags & VolumeFlag.HIDDEN:
@@ -641,8 +674,29 @@ class Volume:
 def _fs_enum(v: int) -> FileSystemType | None:
     try:
         return FileSystemType(int(v))
-    except ValueError:
+    except (TypeError, ValueError):
         return None
+
+
+def _settled(holder: dict[str, Any]) -> bool:
+    """A holder that really holds: alive, and for a handle of the daemon's table, still has the file open."""
+    if not _pid_alive(holder.get("pid")):
+        return False
+    if holder.get("kind") not in ("file", "dir"):
+        return True  # cwd, root, mmap: found by the /proc scan itself
+    path = os.path.normpath(str(holder.get("path")))
+    fd_dir = f"/proc/{holder.get('pid')}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return True  # cannot look (another user's process): assume it holds
+    for fd in fds:
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) == path:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _pid_alive(pid: object) -> bool:
@@ -650,6 +704,24 @@ def _pid_alive(pid: object) -> bool:
         return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE  # type: ignore[call-overload]
     except (psutil.Error, TypeError, ValueError):
         return False
+
+
+def _make_dir(path: str, mode: int) -> None:
+    """Create an empty directory with exactly ``mode`` (umask aside), never chmodding through a symlink."""
+    os.mkdir(path, mode)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _unlink_link(path: str) -> None:
+    try:
+        if os.path.islink(path):
+            os.unlink(path)
+    except OSError as e:
+        log.warning("cannot remove %s: %s", path, e)
 
 
 def _inside(path: str, base: str) -> bool:

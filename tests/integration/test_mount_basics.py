@@ -48,7 +48,8 @@ def test_file_handle_round_trip(mounted_volume):
     """
     vol = mounted_volume
     vol.sh('printf AAAA > a.txt; printf BBBB > b.txt')
-    assert vol.client.status()["handles"] == []
+    # RELEASE reaches the daemon after close() returns (fuse.md §6): wait for the shell's handles to go.
+    assert vol.wait_until(lambda: vol.client.status()["handles"] == []), vol.client.status()["handles"]
     holder = vol.spawn_py(HOLD_TWO)
 
     # open/create returned a handle the daemon keeps, under the opener's pid.

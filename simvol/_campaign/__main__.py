@@ -1,0 +1,102 @@
+"""``python -m simvol._campaign`` (what ``scripts/campaign`` runs).
+
+    scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--dir DIR] [--keep-failed DIR]
+    scripts/campaign damage [--mutations N] [--seed S] [--workers N] [--timeout SEC] [--dir DIR] [--keep-failed DIR]
+
+Prints one line per trial/mutation and a summary; exit 1 on any loss or violation, 2 on a usage error.
+Seeds are printed with every failure; ``--seed S --trials 1`` (``--mutations 1``) replays one case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+
+from .common import have_fsck, machine, rmtree_quiet, scratch_base
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="scripts/campaign", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="campaign", required=True)
+    c = sub.add_parser("crash", help="SIGKILL the daemon under a workload; every fsynced file must survive")
+    c.add_argument("--trials", type=int, default=5, help="number of trials (default 5; the full campaign is 200)")
+    c.add_argument("--seed", type=int, default=None, help="seed of the first trial (trial i uses seed + i)")
+    c.add_argument("--max-delay", type=float, default=1.5, help="longest delay before the kill, seconds (1.5)")
+    d = sub.add_parser("damage", help="mutate valid images; each must work or fail with a clear VdsError")
+    d.add_argument("--mutations", type=int, default=20, help="number of mutations (default 20; full: 2000)")
+    d.add_argument("--seed", type=int, default=None, help="seed of the first mutation (mutation i uses seed + i)")
+    d.add_argument("--workers", type=int, default=2, help="parallel workers, each on its own root (default 2)")
+    d.add_argument("--timeout", type=float, default=90.0, help="time limit of one mutation, seconds (90)")
+    d.add_argument("--cli-every", type=int, default=4, help="attach through the CLI every N-th mutation (4)")
+    for sp in (c, d):
+        sp.add_argument("--dir", default=None, help="where the scratch root goes (default /var/tmp)")
+        sp.add_argument("--keep-failed", default=None, metavar="DIR", help="copy failing images (and records) here")
+        sp.add_argument("--keep-root", action="store_true", help="do not delete the scratch root afterwards")
+        sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+        sp.add_argument("--json", default=None, metavar="FILE", help="also write every case's result to FILE")
+    args = p.parse_args(argv)
+    if getattr(args, "trials", 1) < 1 or getattr(args, "mutations", 1) < 1 or getattr(args, "workers", 1) < 1:
+        p.error("counts must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not have_fsck():
+        print("campaign: ERROR: fsck.fat is not installed (dosfstools)", file=sys.stderr)
+        return 1
+    base = args.dir or scratch_base()
+    root = tempfile.mkdtemp(prefix=f"simvol-{args.campaign}-", dir=base)
+    started = datetime.datetime.now().astimezone()
+    print(f"campaign {args.campaign} — {started:%Y-%m-%d %H:%M %Z} — {machine()}")
+    print(f"command: scripts/campaign {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(f"scratch root: {root}")
+
+    def log(line: str) -> None:
+        if not args.quiet or "FAIL" in line or line.startswith("  "):
+            print(line, flush=True)
+
+    try:
+        if args.campaign == "crash":
+            from .crash import DEFAULT_SEED, run_campaign
+
+            seed = args.seed if args.seed is not None else DEFAULT_SEED
+            print(f"trials {args.trials}, seeds {seed}…{seed + args.trials - 1}", flush=True)
+            summary = run_campaign(root, args.trials, seed, max_delay=args.max_delay, keep_failed=args.keep_failed,
+                                   log=log)
+        else:
+            from .damage import DEFAULT_SEED, run_campaign
+
+            seed = args.seed if args.seed is not None else DEFAULT_SEED
+            print(f"mutations {args.mutations}, seeds {seed}…{seed + args.mutations - 1}, workers {args.workers}",
+                  flush=True)
+            summary = run_campaign(root, args.mutations, seed, workers=args.workers, timeout=args.timeout,
+                                   cli_every=args.cli_every, keep_failed=args.keep_failed, log=log)
+    except KeyboardInterrupt:
+        print("campaign: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if not args.keep_root:
+            rmtree_quiet(root)
+    print()
+    print("summary")
+    for line in summary.lines():
+        print(line)
+    if args.json:
+        import dataclasses
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump({"command": sys.argv, "started": started.isoformat(), "machine": machine(),
+                       "seconds": summary.seconds, "ok": summary.ok,
+                       "results": [dataclasses.asdict(r) for r in summary.results]}, f, indent=1, default=str)
+    verdict = "PASS" if summary.ok else "FAIL"
+    print(f"verdict           {verdict}")
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Helpers shared by the campaigns: bounded subprocesses, fsck.fat, scratch space, daemon logs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ..mount import find_mount, simvol_mounts
+from ..mount.mountinfo import unmount
+
+
+@dataclass
+class Run:
+    """The outcome of a bounded subprocess: ``timed_out`` is set when it had to be killed."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    seconds: float
+
+
+def run_py(code: str, args: list[str] | tuple[str, ...] = (), *, timeout: float, env: dict[str, str] | None = None,
+           stdin: str | None = None) -> Run:
+    """Run ``python -c code args…`` in a new session; on timeout kill the whole group and report it."""
+    return run_cmd([sys.executable, "-c", code, *args], timeout=timeout, env=env, stdin=stdin)
+
+
+def run_cmd(argv: list[str], *, timeout: float, env: dict[str, str] | None = None, stdin: str | None = None,
+            cwd: str = "/") -> Run:
+    t0 = time.monotonic()
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True, env=full_env, cwd=cwd,
+    )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+        return Run(proc.returncode, out, err, False, time.monotonic() - t0)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # stuck in an uninterruptible FUSE request: give up on its output
+            out, err = "", ""
+        return Run(proc.returncode, out or "", err or "", True, time.monotonic() - t0)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        try:
+            proc.kill()
+        except OSError:
+            pass
+
+
+def fsck(image: str, region_size: int | None = None) -> tuple[bool, str]:
+    """``fsck.fat -n`` on the file-system region of an image (a sparse copy without the trailer).
+
+    fsck.fat reads the region as it is; the trailer after it does not disturb it, so the image is checked in
+    place. Clean means exit 0 and no boot-sector/backup difference (fat32.md §14).
+    """
+    r = subprocess.run(["fsck.fat", "-n", image], capture_output=True, text=True, errors="replace", timeout=120)
+    out = r.stdout + r.stderr
+    clean = r.returncode == 0 and "differences between boot sector and its backup" not in out
+    return clean, out
+
+
+def have_fsck() -> bool:
+    return shutil.which("fsck.fat") is not None
+
+
+def scratch_base() -> str:
+    """/var/tmp unless it is tmpfs (a RAM disk hides fsync costs), else the system temp directory."""
+    for cand in ("/var/tmp", tempfile.gettempdir()):
+        if os.path.isdir(cand) and os.access(cand, os.W_OK | os.X_OK):
+            return cand
+    return tempfile.gettempdir()
+
+
+def machine() -> str:
+    cpus = os.cpu_count() or 0
+    mem = psutil.virtual_memory().total / 2**30
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.node()} — {model or platform.processor()} × {cpus} CPUs, {mem:.1f} GiB RAM, " \
+           f"Linux {platform.release()}, Python {platform.python_version()}"
+
+
+class LogWatch:
+    """Remembers how far each daemon log under ``run_dir`` was read; ``new_tracebacks`` scans only new text."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.offsets: dict[str, int] = {}
+
+    def new_text(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        try:
+            names = [n for n in os.listdir(self.run_dir) if n.endswith(".log")]
+        except FileNotFoundError:
+            return out
+        for n in names:
+            path = os.path.join(self.run_dir, n)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self.offsets.get(path, 0))
+                    data = f.read()
+                    self.offsets[path] = f.tell()
+            except OSError:
+                continue
+            if data:
+                out[path] = data.decode("utf-8", "replace")
+        return out
+
+    def new_tracebacks(self) -> list[str]:
+        bad = []
+        for path, text in self.new_text().items():
+            if "Traceback" in text:
+                i = text.index("Traceback")
+                bad.append(f"{path}: {text[max(0, i - 300): i + 3000]}")
+        return bad
+
+
+def leftover_mounts(volumes_dir: str, keep: set[str] = frozenset()) -> list[str]:
+    return [e.mountpoint for e in simvol_mounts(volumes_dir) if e.mountpoint not in keep]
+
+
+def force_cleanup_mount(mountpoint: str) -> None:
+    """Last-resort cleanup after a hang: abort/lazily unmount whatever is at ``mountpoint``."""
+    if find_mount(mountpoint) is not None:
+        unmount(mountpoint, lazy=True)
+
+
+def daemons_of(root: str) -> list[psutil.Process]:
+    """Mount daemons whose command line names an image or socket under ``root``."""
+    found = []
+    root = os.path.abspath(root)
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if "simvol.mount.daemon" in cmd and any(a.startswith(root + os.sep) for a in cmd):
+            found.append(p)
+    return found
+
+
+def rmtree_quiet(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
