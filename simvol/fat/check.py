@@ -173,6 +173,7 @@ class _Checker:
         lfn_next = 0
         nslots = len(buf) // ENTRY_SIZE
         used_end = nslots  # first slot after the live ones (the 0x00 end mark, if any)
+        taken: set[bytes] | None = None  # the directory's short names, once a bad one needs a new name
 
         def orphan(start: int, end: int) -> None:
             nonlocal changed
@@ -245,6 +246,19 @@ class _Checker:
                         struct.pack_into("<H", buf, off + 26, want & 0xFFFF)
                         changed = True
                 continue
+            if _bad_short_name(name11):
+                if taken is None:
+                    taken = _short_names(buf)
+                new11 = next(n for n in (b"FSCK%04d%03d" % divmod(k, 1000) for k in range(10**7)) if n not in taken)
+                if self.report("bad_name", f"{path}/{display}", f"bad short name {name11!r}: renamed to "
+                               f"{short_display(new11, 0)}"):
+                    taken.add(new11)
+                    buf[off : off + 11] = new11
+                    for j in range(first, i):  # its long-name slots keep their name: give them the new checksum
+                        buf[j * ENTRY_SIZE + 13] = lfn_checksum(new11)
+                    if first == i:
+                        display = short_display(new11, buf[off + 12])
+                    changed = True
             child = f"{path}/{display}"
             if attr & ATTR_DIRECTORY:
                 if size != 0:
@@ -403,6 +417,30 @@ class _Checker:
             if g.fsinfo_sector and g.backup_boot_sector + g.fsinfo_sector < g.reserved_sectors:
                 _pwrite_all(self.fd, bytes(newinfo), (g.backup_boot_sector + g.fsinfo_sector) * bps)
         os.fsync(self.fd)
+
+
+_BAD_SHORT_CHARS = frozenset(b'*?<>|"\\/:') | frozenset(range(0x20)) | {0x7F}
+
+
+def _bad_short_name(name11: bytes) -> bool:
+    """A short name no FAT implementation writes (dosfstools' ``bad_name``): a control character, one of
+    ``* ? < > | " \\ / :``, or a leading space. A first byte 0x05 stands for 0xE5 and is fine. Such a name
+    cannot be opened, and one with "/" cannot even be listed."""
+    if name11[0] == 0x20:
+        return True
+    return any(b in _BAD_SHORT_CHARS for b in name11[1:]) or (name11[0] != 0x05 and name11[0] in _BAD_SHORT_CHARS)
+
+
+def _short_names(buf: bytearray) -> set[bytes]:
+    """The short names of a directory's live entries."""
+    out = set()
+    for off in range(0, len(buf), ENTRY_SIZE):
+        b0 = buf[off]
+        if b0 == 0:
+            break
+        if b0 != DELETED and buf[off + 11] & 0x3F != ATTR_LFN:
+            out.add(bytes(buf[off : off + 11]))
+    return out
 
 
 def is_dirty(fd: int, region_size: int) -> bool:

@@ -736,7 +736,15 @@ class FatFileSystem:
 
     def _file_chain(self, node: Node) -> Chain:
         if node.chain is None:
-            node.chain = Chain(list(self.fat.walk(node.cluster)))
+            chain = Chain(list(self.fat.walk(node.cluster)))
+            need = max(1, -(-node.size // self.cs))
+            if chain.total > need:
+                # Clusters past the size are not this file's: a damaged FAT ran its chain on into another file's
+                # or a directory's. Never write into them or free them (growth relinks after the last cluster the
+                # size covers); check() sorts the rest out.
+                log.warning("%s: %d clusters for %d bytes; using the first %d", node.name, chain.total, node.size, need)
+                chain.split(need)
+            node.chain = chain
         return node.chain
 
     def open(self, path: str) -> Node:

@@ -214,6 +214,12 @@ class VolumeOps(mfusepy.Operations):
         with self._engine_lock:
             self._handle(fh)
             entries = self._call(self._fs.scandir_modes, path)
+        # A damaged entry whose name holds "/" or NUL cannot be passed to the kernel: it fails the whole listing
+        # with EIO, hiding every other entry of the directory. Leave it out; check(repair=True) renames it.
+        bad = [name for name, _ in entries if "/" in name or "\0" in name]
+        if bad:
+            log.warning("%s: left out of the listing, names no path can hold: %r", path, bad[:5])
+            entries = [(name, mode) for name, mode in entries if "/" not in name and "\0" not in name]
         return [(".", 0o40755, 0), ("..", 0o40755, 0)] + [(name, mode, 0) for name, mode in entries]
 
     def releasedir(self, path: str, fh: int) -> int:
