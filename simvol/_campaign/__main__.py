@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import tempfile
 
@@ -19,7 +18,11 @@ from .common import have_fsck, machine, rmtree_quiet, scratch_base
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/campaign", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="scripts/campaign",
+        description="Reliability campaigns on real FUSE mounts (docs/reliability.md). Prints a summary; exit 1 on "
+        "any loss or violation.",
+    )
     sub = p.add_subparsers(dest="campaign", required=True)
     c = sub.add_parser("crash", help="SIGKILL the daemon under a workload; every fsynced file must survive")
     c.add_argument("--trials", type=int, default=5, help="number of trials (default 5; the full campaign is 200)")
