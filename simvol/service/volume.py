@@ -135,6 +135,14 @@ class Volume:
                 return holders
             time.sleep(0.01)
 
+    def _refuse_if_in_use(self) -> None:
+        """VDS_E_DEVICE_IN_USE, naming the holders, when anything holds the mounted volume."""
+        holders = self._in_use_holders()
+        if holders:
+            from .service import _in_use_message
+
+            raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+
     def _set_image_flags(self, *, set: int = 0, clear: int = 0) -> None:
         try:
             with Image.open(self.image) as im:
@@ -169,23 +177,25 @@ class Volume:
     def get_properties(self) -> VolumeProp:
         """``IVdsVolume::GetProperties``: S_OK in every state; never remounts."""
         with self._lock():
-            state = self._enter()
-            row = self._svc._row(self._vid)
-            meta = self._svc._metadata(row)
-            status = {"M": VolumeStatus.ONLINE, "T": VolumeStatus.ONLINE, "P": VolumeStatus.OFFLINE}.get(
-                state, VolumeStatus.FAILED
-            )
-            return VolumeProp(
-                id=self.id,
-                type=VolumeType.SIMPLE,
-                status=status,
-                health=Health.HEALTHY if state != "FAILED" else Health.FAILED,
-                transition_state=TransitionState.STABLE,
-                size=meta.fs_size if meta else 0,
-                flags=self._flags(state, meta),
-                recommended_file_system_type=FileSystemType.FAT32,
-                name=f"\\\\?\\GLOBALROOT\\Device\\HarddiskVolume{row.number}",
-            )
+            return self._properties(self._enter())
+
+    def _properties(self, state: str) -> VolumeProp:
+        row = self._svc._row(self._vid)
+        meta = self._svc._metadata(row)
+        status = {"M": VolumeStatus.ONLINE, "T": VolumeStatus.ONLINE, "P": VolumeStatus.OFFLINE}.get(
+            state, VolumeStatus.FAILED
+        )
+        return VolumeProp(
+            id=self.id,
+            type=VolumeType.SIMPLE,
+            status=status,
+            health=Health.HEALTHY if state != "FAILED" else Health.FAILED,
+            transition_state=TransitionState.STABLE,
+            size=meta.fs_size if meta else 0,
+            flags=self._flags(state, meta),
+            recommended_file_system_type=FileSystemType.FAT32,
+            name=f"\\\\?\\GLOBALROOT\\Device\\HarddiskVolume{row.number}",
+        )
 
     def query_access_paths(self) -> list[str]:
         """Drive letter first (``E:\\``), then folders in the order added; S_OK in every state."""
@@ -303,11 +313,7 @@ class Volume:
             meta = self._meta()
             flags = meta.flags
             if state == "M" and not force:
-                holders = self._in_use_holders()
-                if holders:
-                    from .service import _in_use_message
-
-                    raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+                self._refuse_if_in_use()
             if flags & CRITICAL_ROLES:
                 raise _fail("VDS_E_NOT_SUPPORTED", "a system, boot or pagefile volume cannot be dismounted")
             if state == "T":
@@ -494,11 +500,7 @@ class Volume:
                 if self._meta().flags & CRITICAL_ROLES:
                     raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
                 if state == "M" and not force:
-                    holders = self._in_use_holders()
-                    if holders:
-                        from .service import _in_use_message
-
-                        raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+                    self._refuse_if_in_use()
             self._remove_path(ap.key)
             return S_OK
 
@@ -549,11 +551,7 @@ class Volume:
                     code = "VDS_E_CLUSTER_SIZE_TOO_BIG" if allowed and unit > max(allowed) else "VDS_E_CLUSTER_SIZE_TOO_SMALL"
                     raise _fail(code, f"allocation unit {unit} not allowed for {size} bytes (allowed: {allowed})")
             if state == "M" and not force:
-                holders = self._in_use_holders()
-                if holders:
-                    from .service import _in_use_message
-
-                    raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+                self._refuse_if_in_use()
             if state == "M":
                 self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
             try:
@@ -651,8 +649,10 @@ class Volume:
 
     def to_dict(self) -> dict[str, Any]:
         """The VOLUME object of the CLI's ``--json`` output (docs/cli.md)."""
-        prop = self.get_properties()
-        state = self.state
+        with self._lock():  # one reconcile for the whole view
+            state = self._enter()
+            prop = self._properties(state)
+            paths = [p.display for p in self._paths()]
         mounted = state == "M" and self._svc._daemon(self._vid) is not None
         return {
             "id": "{" + self._vid.upper() + "}",
@@ -664,7 +664,7 @@ class Volume:
             "size": prop.size,
             "filesystem": "FAT32",
             "label": self.label if state != "FAILED" else "",
-            "access_paths": self.query_access_paths(),
+            "access_paths": paths,
             "mounted": mounted,
             "mount_path": self.mount_path if mounted else None,
             "dismount_state": {"M": "none", "T": "temporary", "P": "permanent"}.get(state, "none"),
