@@ -92,6 +92,25 @@ def _oem_char(ch: str) -> tuple[bytes, bool]:
         return b"_", True
 
 
+# ASCII characters _oem_char maps to "_" (lossy); every other ASCII character maps to its upper case.
+_LOSSY_ASCII = re.compile('[\x00-\x1f"*/:<>?\\\\|+,;=\\[\\].]')
+
+
+def _oem(text: str) -> tuple[bytes, bool]:
+    """(OEM bytes of upper-cased ``text``, lossy?): _oem_char over the string, one C-speed pass for ASCII."""
+    if text.isascii():
+        up = text.upper()
+        if _LOSSY_ASCII.search(up) is None:
+            return up.encode("ascii"), False
+    out = bytearray()
+    lossy = False
+    for ch in text:
+        b, lo = _oem_char(ch)
+        lossy |= lo
+        out += b
+    return bytes(out), lossy
+
+
 def _case(part: str) -> str:
     """'lower', 'upper' (also for no letters) or 'mixed'."""
     has_low = any(c.islower() for c in part)
@@ -130,16 +149,9 @@ def _basis(name: str) -> tuple[bytes, bytes, bool, str, str]:
             base_text = base_text.replace(".", "")
     else:
         base_text, ext_text = s2, ""
-    base = bytearray()
-    for ch in base_text:
-        b, lo = _oem_char(ch)
-        lossy |= lo
-        base += b
-    ext = bytearray()
-    for ch in ext_text:
-        b, lo = _oem_char(ch)
-        lossy |= lo
-        ext += b
+    base, lo_b = _oem(base_text)
+    ext, lo_e = _oem(ext_text)
+    lossy |= lo_b or lo_e
     if len(base) > 8:
         lossy = True
         base = base[:8]
@@ -219,19 +231,16 @@ def lfn_slot_count(name: str) -> int:
 
 def lfn_slots(name: str, checksum: int) -> list[bytes]:
     """The LFN slots for ``name`` in on-disk order (highest ordinal, flagged 0x40, first)."""
-    units = list(struct.unpack(f"<{utf16_units(name)}H", name.encode("utf-16-le", "surrogatepass")))
-    count = -(-len(units) // LFN_UNITS_PER_SLOT)
-    if len(units) % LFN_UNITS_PER_SLOT:
-        units.append(0x0000)
-    units.extend([0xFFFF] * (count * LFN_UNITS_PER_SLOT - len(units)))
+    units = name.encode("utf-16-le", "surrogatepass")
+    count = -(-len(units) // 26)
+    if len(units) % 26:
+        units += b"\x00\x00"  # terminator, then 0xFFFF padding (fat32.md §10)
+    units = units.ljust(count * 26, b"\xff")
+    tail = bytes((0x0F, 0, checksum))
     slots = []
     for i in range(count, 0, -1):
-        chunk = units[(i - 1) * 13 : i * 13]
-        ordv = i | (0x40 if i == count else 0)
-        slot = struct.pack(
-            "<B5HBBB6HH2H", ordv, *chunk[0:5], 0x0F, 0, checksum, *chunk[5:11], 0, *chunk[11:13]
-        )
-        slots.append(slot)
+        c = units[(i - 1) * 26 : i * 26]
+        slots.append(bytes((i | (0x40 if i == count else 0),)) + c[0:10] + tail + c[10:22] + b"\x00\x00" + c[22:26])
     return slots
 
 

@@ -156,8 +156,9 @@ class VolumeOps(mfusepy.Operations):
             "st_blksize": 1 << 17,
         }
 
-    def _stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...]:
-        """(mode, nlink, size, uid, gid, blocks, blksize, mtime_ns, atime_ns, ctime_ns) for FastFUSE."""
+    def _stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
+        """For FastFUSE: (mode, nlink, size, uid, gid, blocks, blksize, atime s, ns, mtime s, ns, ctime s, ns),
+        or -ENOENT for a missing entry (answered without an exception: every create's lookup misses)."""
         with self._engine_lock:
             node = None
             if fh:
@@ -167,10 +168,15 @@ class VolumeOps(mfusepy.Operations):
             if node is None:
                 if self._all_stale:
                     raise _err(errno.EIO)
-                node = self._call(self._fs.resolve, path or "/")
+                node = self._call(self._fs.find, path or "/")
+                if node is None:
+                    return -errno.ENOENT
             st = self._fs.stat_node(node)
-            return (st.mode, 2 if st.is_dir else 1, st.size, self._uid, self._gid, (st.size + 511) // 512,
-                    1 << 17, st.mtime_ns, st.atime_ns, st.mtime_ns)
+            size = st.size
+            m, a = st.mtime_ns, st.atime_ns
+            return (st.mode, 2 if st.is_dir else 1, size, self._uid, self._gid, (size + 511) >> 9, 1 << 17,
+                    a // 1_000_000_000, a % 1_000_000_000, m // 1_000_000_000, m % 1_000_000_000,
+                    m // 1_000_000_000, m % 1_000_000_000)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         with self._engine_lock:
