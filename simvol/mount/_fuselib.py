@@ -22,6 +22,8 @@ if mfusepy.fuse_version_major != 3:  # pragma: no cover - depends on the host
         "install fuse3/libfuse3-3 (never the 'fuse' package)"
     )
 
+from ._loop import make_fuse_main, spin_ns_from_env  # noqa: E402
+
 _lib = mfusepy._libfuse
 _lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 _lib.fuse_invalidate_path.restype = ctypes.c_int
@@ -80,7 +82,20 @@ class FastFUSE(mfusepy.FUSE):
     ``struct stat`` from a dict with a ``getattr`` probe per key. Here the operations object hands over a
     tuple and the fields are set directly. ``create`` skips mfusepy's per-call ``inspect.signature``.
     The operations object must provide ``_stat_fields(path, fh)``.
+
+    The loop is :mod:`._loop`'s (libfuse's, plus a short spin while requests come in bursts); it always runs
+    single-threaded. ``spin_us`` overrides ``$SIMVOL_FUSE_SPIN_US`` (default 50; 0 never spins).
     """
+
+    def __init__(self, operations, mountpoint: str, *, spin_us: int | None = None, **kwargs) -> None:
+        spin_ns = spin_ns_from_env() if spin_us is None else max(0, spin_us) * 1000
+        saved = mfusepy.fuse_main_real
+        # mfusepy calls its module-level fuse_main_real from __init__; the loop must be ours for this call only.
+        mfusepy.fuse_main_real = make_fuse_main(_lib, spin_ns)
+        try:
+            super().__init__(operations, mountpoint, **kwargs)
+        finally:
+            mfusepy.fuse_main_real = saved
 
     def fgetattr(self, path, buf, fip):  # noqa: D102 - mfusepy's adapter, same contract
         fields = self.operations._stat_fields(
