@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 ENTRY_SIZE = 32
 DELETED = 0xE5
-_ENTRY = struct.Struct("<11sBBBHHHHHHHI")
+ENTRY_STRUCT = struct.Struct("<11sBBBHHHHHHHI")
 
 _MIN_TS = 315532800  # 1980-01-01 00:00:00 UTC
 _NS = 1_000_000_000
@@ -72,11 +72,11 @@ class RawEntry:
 
     @classmethod
     def parse(cls, buf: bytes | memoryview, off: int = 0) -> RawEntry:
-        (name, attr, ntres, ctenth, ctime, cdate, adate, hi, wtime, wdate, lo, size) = _ENTRY.unpack_from(buf, off)
+        (name, attr, ntres, ctenth, ctime, cdate, adate, hi, wtime, wdate, lo, size) = ENTRY_STRUCT.unpack_from(buf, off)
         return cls(bytes(name), attr, ntres, ctenth, ctime, cdate, adate, (hi << 16) | lo, wtime, wdate, size)
 
     def pack(self) -> bytes:
-        return _ENTRY.pack(
+        return ENTRY_STRUCT.pack(
             self.name,
             self.attr,
             self.ntres,

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from ..errors import UnsupportedFileSystemError, fs_error
 from . import names as N
 from .chain import Chain
-from .dirent import DELETED, ENTRY_SIZE, RawEntry, decode_time, encode_time
+from .dirent import DELETED, ENTRY_SIZE, ENTRY_STRUCT, RawEntry, decode_time, encode_time
 from .layout import (
     ATTR_ARCHIVE,
     ATTR_DIRECTORY,
@@ -102,6 +102,14 @@ class Node:
         return RawEntry(
             self.short, self.attr, self.ntres, self.ctenth, self.ctime, self.cdate, self.adate,
             self.cluster, self.wtime, self.wdate, 0 if self.is_dir else self.size,
+        )
+
+    def packed_entry(self) -> bytes:
+        """``entry().pack()`` without the intermediate RawEntry (it runs at every create and flush)."""
+        cl = self.cluster
+        return ENTRY_STRUCT.pack(
+            self.short, self.attr, self.ntres, self.ctenth, self.ctime, self.cdate, self.adate, (cl >> 16) & 0xFFFF,
+            self.wtime, self.wdate, cl & 0xFFFF, 0 if self.is_dir else self.size,
         )
 
     def __repr__(self) -> str:
@@ -431,7 +439,7 @@ class FatFileSystem:
 
     def _write_entry(self, node: Node) -> None:
         node.dirty = False
-        self._write_slots(node.parent, node.slot + node.nslots - 1, node.entry().pack())
+        self._write_slots(node.parent, node.slot + node.nslots - 1, node.packed_entry())
 
     def _alloc_slots(self, d: Node, count: int) -> int:
         st = self._load_dir(d)
@@ -587,7 +595,7 @@ class FatFileSystem:
         data = b""
         if with_lfn:
             data = b"".join(N.lfn_slots(node.name, N.lfn_checksum(node.short)))
-        data += node.entry().pack()
+        data += node.packed_entry()
         node.dirty = False
         self._write_slots(node.parent, node.slot, data)
 

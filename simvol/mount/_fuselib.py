@@ -35,6 +35,12 @@ def current_fuse() -> int | None:
     return ctx.contents.fuse if ctx else None
 
 
+def caller_pid() -> int:
+    """pid of the process whose request is being served (0 in release: the kernel sends none; fuse.md §3 #4)."""
+    ctx = _lib.fuse_get_context()
+    return ctx.contents.pid if ctx else 0
+
+
 def invalidate_path(fuse_ptr: int, path: str) -> int:
     """Drop the kernel's cached pages and attributes of ``path`` (any thread may call it)."""
     return _lib.fuse_invalidate_path(ctypes.c_void_p(fuse_ptr), os.fsencode(path))
@@ -114,6 +120,9 @@ class FastFUSE(mfusepy.FUSE):
             None if path is None else path.decode(self.encoding, self.errors), data, offset, fip.contents.fh
         )
 
+    def release(self, path, fip):  # noqa: D102 - mfusepy's adapter minus its raw_fi branch
+        return self.operations.release(None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh)
+
     def open(self, path, fip):  # noqa: D102
         fi = fip.contents
         fi.fh = self.operations.open(path.decode(self.encoding, self.errors), fi.flags)
@@ -138,4 +147,4 @@ def _direct_if_write_only(fi) -> None:
         fi.direct_io = 1
 
 
-__all__ = ["mfusepy", "FastFUSE", "current_fuse", "invalidate_path"]
+__all__ = ["mfusepy", "FastFUSE", "caller_pid", "current_fuse", "invalidate_path"]

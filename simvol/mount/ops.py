@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ._fuselib import current_fuse, mfusepy
+from ._fuselib import caller_pid, current_fuse, mfusepy
 from ..errors import FsOpError
 from ..fat import ATTR_READ_ONLY, FatFileSystem, Node
 
@@ -85,9 +85,8 @@ class VolumeOps(mfusepy.Operations):
     def _new_handle(self, path: str, node: Node | None, is_dir: bool, writable: bool) -> int:
         if self._refuse_opens:
             raise _err(errno.EBUSY)
-        _uid, _gid, pid = mfusepy.fuse_get_context()
         fh = next(self._counter)
-        self._handles[fh] = Handle(fh, pid, path, node, is_dir, writable)
+        self._handles[fh] = Handle(fh, caller_pid(), path, node, is_dir, writable)
         if node is not None:
             self._open_nodes[id(node)] = self._open_nodes.get(id(node), 0) + 1
         return fh
