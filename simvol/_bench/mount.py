@@ -162,6 +162,8 @@ if job == "seq":
     out["ok"] = [a and b for a, b in zip(ok1, ok2)]
 elif job == "creates":
     dirs, count, window, block, r = spec["dirs"], spec["count"], spec["window"], spec["block"], spec["round"]
+    if spec.get("cpu") is not None:
+        os.sched_setaffinity(0, {spec["cpu"]})
     n = len(dirs)
     for d in dirs:
         os.mkdir(d)
@@ -448,10 +450,12 @@ def _rm(path: Path | str) -> None:
 
 
 @contextlib.contextmanager
-def _volumes(ctx: Context, name: str, size: int, tools: NtfsTools | None) -> Iterator[tuple[dict[str, Path], str]]:
+def _volumes(
+    ctx: Context, name: str, size: int, tools: NtfsTools | None, pids: dict[str, int] | None = None,
+) -> Iterator[tuple[dict[str, Path], str]]:
     """A mounted simvol volume, a host directory and (with ntfs-3g) a mounted NTFS image.
 
-    Yields (side -> root directory, the ntfs-3g options used)."""
+    Yields (side -> root directory, the ntfs-3g options used); fills ``pids`` (side -> daemon pid) if given."""
     sv = nt = None
     host = ctx.scratch / f"{name}.host"
     try:
@@ -463,6 +467,10 @@ def _volumes(ctx: Context, name: str, size: int, tools: NtfsTools | None) -> Ite
             nt = NtfsVolume.create(ctx, tools, name, size)
             nt.mount()
             roots[NTFS] = nt.mountpoint
+        if pids is not None:
+            pids[SIMVOL] = sv.pid
+            if nt is not None and nt.pid is not None:
+                pids[NTFS] = nt.pid
         yield roots, " ".join(nt.options) if nt is not None else ""
     finally:
         if sv is not None:
@@ -661,6 +669,60 @@ def _throughput_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
     return out
 
 
+# =========================================================================== creates by CPU placement
+
+PLACEMENTS = (("one CPU", 0, 0), ("two CPUs", 1, 0))  # (label, daemon CPU, worker CPU)
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` onto ``cpu`` (sched_setaffinity acts per thread)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), {cpu})
+
+
+def _placement_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
+    """simvol vs ntfs-3g creates with the daemon and the creating process pinned: both on one CPU, then on two.
+
+    A create is three request/reply round trips, so where the scheduler puts the two processes decides much of
+    the rate: on one CPU every hand-off is a cheap local switch, on two CPUs each one wakes a sleeping CPU (an
+    IPI, a VM exit on a VM). Unpinned runs land in either case (see docs/performance.md); these rows fix it."""
+    if tools is None or len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        ctx.log("mount: creates by placement skipped (needs ntfs-3g and CPUs 0 and 1)")
+        return []
+    n = ctx.sizes.creates // 2
+    out: list[Metric] = []
+    for label, dcpu, wcpu in PLACEMENTS:
+        spent: dict[str, list[float]] = {SIMVOL: [], NTFS: []}
+        for r in range(ctx.repeats):
+            pids: dict[str, int] = {}
+            with _volumes(ctx, f"pl-{dcpu}{wcpu}-{r}", 256 * MiB, tools, pids) as (roots, _):
+                if NTFS not in pids:
+                    raise RuntimeError("the ntfs-3g process of the placement volume was not found")
+                for side in (SIMVOL, NTFS):
+                    _pin(pids[side], dcpu)
+                res = _run_worker(ctx, {"job": "creates", "dirs": [str(roots[SIMVOL] / "c"), str(roots[NTFS] / "c")],
+                                        "count": n, "window": min(ctx.sizes.create_window, n),
+                                        "block": CREATE_BLOCK, "round": r, "cpu": wcpu})
+                if any(x != n for x in res["listed"]):
+                    raise AssertionError(f"after {n} creates the directories list {res['listed']}")
+                spent[SIMVOL].append(res["spent_s"][0])
+                spent[NTFS].append(res["spent_s"][1])
+        rs = [p / s for s, p in zip(spent[SIMVOL], spent[NTFS])]
+        ctx.log(f"mount: {n:,} creates, daemons on CPU {dcpu}, worker on CPU {wcpu}: simvol "
+                f"{n / median(spent[SIMVOL]):,.0f}, ntfs-3g {n / median(spent[NTFS]):,.0f} files/s")
+        out.append(Metric(
+            SUITE_NAME, f"mnt_creates_{label.replace(' ', '_')}",
+            f"mount: {n:,} creates, daemon and worker pinned to {label}", "files/s",
+            n / median(spent[SIMVOL]), n / median(spent[NTFS]), "ntfs-3g", median(rs), "", None,
+            note=(f"daemon (all threads) on CPU {dcpu}, creating process on CPU {wcpu}; fresh 256 MiB volumes per "
+                  "round, sides interleaved every 100 files; ratio = median of the rounds' ratios ("
+                  + ", ".join(f"{x:.0%}" for x in rs) + ")"),
+            samples={f"{s}_s": spent[s] for s in spent},
+        ))
+    return out
+
+
 # =========================================================================== mount / dismount latency
 
 
@@ -850,7 +912,8 @@ def run(ctx: Context) -> list[Metric]:
     tools = ntfs_tools()
     if tools is None:
         ctx.log("mount: ntfs-3g or mkntfs not found: no ntfs-3g peer")
-    groups = (("throughput", _throughput_rows), ("latency", _latency_rows), ("daemon RSS", _rss_rows))
+    groups = (("throughput", _throughput_rows), ("creates by placement", _placement_rows),
+              ("latency", _latency_rows), ("daemon RSS", _rss_rows))
     try:
         for name, fn in groups:
             ctx.log(f"mount: {name} …")

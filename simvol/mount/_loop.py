@@ -131,8 +131,18 @@ def make_fuse_main(lib: ctypes.CDLL, spin_ns: int):
     return fuse_main
 
 
+_MAX_BACKOFF = 64
+
+
 def _run(lib: ctypes.CDLL, se: int, spin_ns: int) -> int:
-    """fuse_session_loop (libfuse 3.14 lib/fuse_loop.c) with the spin added; returns its result."""
+    """fuse_session_loop (libfuse 3.14 lib/fuse_loop.c) with the spin added; returns its result.
+
+    When to spin: only after a request that came within ``spin_ns`` of the daemon starting to wait (a burst).
+    A spin that ends without a request means the burst is over — or that the client shares this CPU and
+    cannot run while we spin; either way the next spins are skipped, twice as many after each fruitless one
+    (up to 64), and a spin that finds a request resets that. So a client on another CPU gets a daemon that
+    never sleeps mid-burst, and one on the same CPU loses at most one window per 64 requests.
+    """
     buf = _FuseBuf()
     bufp = ctypes.byref(buf)
     receive, process, exited = lib.fuse_session_receive_buf, lib.fuse_session_process_buf, lib.fuse_session_exited
@@ -140,26 +150,35 @@ def _run(lib: ctypes.CDLL, se: int, spin_ns: int) -> int:
     poller.register(lib.fuse_session_fd(se), select.POLLIN)
     poll, now = poller.poll, time.monotonic_ns
     burst = False
+    backoff = skip = 0
     res = 0
     try:
         while not exited(se):
-            if burst and spin_ns:
-                # Stay on the CPU for a moment: the next request of a burst is usually there within microseconds,
-                # and finding it by polling is far cheaper than being woken for it.
-                end = now() + spin_ns
-                while not poll(0):
-                    if now() >= end:
-                        burst = False
+            if burst:
+                burst = False
+                if skip:
+                    skip -= 1
+                else:
+                    # Stay on the CPU for a moment: the next request of a burst is usually there within
+                    # microseconds, and finding it by polling is far cheaper than being woken for it.
+                    end = now() + spin_ns
+                    while not poll(0):
+                        if now() >= end:
+                            backoff = min(2 * backoff + 1, _MAX_BACKOFF)
+                            skip = backoff
+                            break
+                    else:
+                        backoff = 0
+                        burst = True
+                    if exited(se):  # a signal's handler ran while we spun
                         break
-                if exited(se):  # a signal's handler ran while we spun
-                    break
             started = now()
             res = receive(se, bufp)
             if res == -errno.EINTR:
                 continue
             if res <= 0:
                 break
-            if not burst and now() - started < spin_ns:
+            if spin_ns and (burst or now() - started < spin_ns):
                 burst = True
             process(se, bufp)
     finally:
