@@ -131,55 +131,81 @@ def make_fuse_main(lib: ctypes.CDLL, spin_ns: int):
     return fuse_main
 
 
-_MAX_BACKOFF = 64
+class SpinPolicy:
+    """When the loop spins before blocking (pure logic, unit-tested).
+
+    Spin only after a request that came within the window of the daemon starting to wait (a burst). A spin
+    that ends without a request means the burst is over — or that the client shares this CPU and cannot run
+    while we spin; either way the next spin chances are skipped, twice as many after each fruitless spin (up
+    to ``max_backoff``), and a spin that finds a request resets that. A client on another CPU thus gets a
+    daemon that never sleeps mid-burst; one on the same CPU loses at most one window per ``max_backoff``
+    requests; an idle daemon never spins.
+    """
+
+    __slots__ = ("window_ns", "max_backoff", "burst", "backoff", "skip")
+
+    def __init__(self, window_ns: int, max_backoff: int = 64) -> None:
+        self.window_ns = window_ns
+        self.max_backoff = max_backoff
+        self.burst = False
+        self.backoff = 0
+        self.skip = 0
+
+    def should_spin(self) -> bool:
+        """Asked before waiting for the next request."""
+        if not self.burst:
+            return False
+        self.burst = False
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def spun(self, found: bool) -> None:
+        if found:
+            self.backoff = 0
+            self.burst = True
+        else:
+            self.backoff = min(2 * self.backoff + 1, self.max_backoff)
+            self.skip = self.backoff
+
+    def received(self, waited_ns: int) -> None:
+        """A request arrived after blocking for ``waited_ns`` (0 when a spin had already found it)."""
+        if self.window_ns and (self.burst or waited_ns < self.window_ns):
+            self.burst = True
 
 
 def _run(lib: ctypes.CDLL, se: int, spin_ns: int) -> int:
-    """fuse_session_loop (libfuse 3.14 lib/fuse_loop.c) with the spin added; returns its result.
-
-    When to spin: only after a request that came within ``spin_ns`` of the daemon starting to wait (a burst).
-    A spin that ends without a request means the burst is over — or that the client shares this CPU and
-    cannot run while we spin; either way the next spins are skipped, twice as many after each fruitless one
-    (up to 64), and a spin that finds a request resets that. So a client on another CPU gets a daemon that
-    never sleeps mid-burst, and one on the same CPU loses at most one window per 64 requests.
-    """
+    """fuse_session_loop (libfuse 3.14 lib/fuse_loop.c) with the spin of :class:`SpinPolicy`; its result."""
     buf = _FuseBuf()
     bufp = ctypes.byref(buf)
     receive, process, exited = lib.fuse_session_receive_buf, lib.fuse_session_process_buf, lib.fuse_session_exited
     poller = select.poll()
     poller.register(lib.fuse_session_fd(se), select.POLLIN)
     poll, now = poller.poll, time.monotonic_ns
-    burst = False
-    backoff = skip = 0
+    policy = SpinPolicy(spin_ns)
     res = 0
     try:
         while not exited(se):
-            if burst:
-                burst = False
-                if skip:
-                    skip -= 1
-                else:
-                    # Stay on the CPU for a moment: the next request of a burst is usually there within
-                    # microseconds, and finding it by polling is far cheaper than being woken for it.
-                    end = now() + spin_ns
-                    while not poll(0):
-                        if now() >= end:
-                            backoff = min(2 * backoff + 1, _MAX_BACKOFF)
-                            skip = backoff
-                            break
-                    else:
-                        backoff = 0
-                        burst = True
-                    if exited(se):  # a signal's handler ran while we spun
+            if policy.should_spin():
+                # Stay on the CPU for a moment: the next request of a burst is usually there within
+                # microseconds, and finding it by polling is far cheaper than being woken for it.
+                end = now() + spin_ns
+                found = True
+                while not poll(0):
+                    if now() >= end:
+                        found = False
                         break
+                policy.spun(found)
+                if exited(se):  # a signal's handler ran while we spun
+                    break
             started = now()
             res = receive(se, bufp)
             if res == -errno.EINTR:
                 continue
             if res <= 0:
                 break
-            if spin_ns and (burst or now() - started < spin_ns):
-                burst = True
+            policy.received(now() - started)
             process(se, bufp)
     finally:
         _libc.free(buf.mem)
