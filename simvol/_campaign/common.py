@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import selectors
 import shutil
 import signal
 import subprocess
@@ -154,14 +155,30 @@ def force_cleanup_mount(mountpoint: str) -> None:
 
 
 def daemons_of(root: str) -> list[psutil.Process]:
-    """Mount daemons whose command line names an image or socket under ``root``."""
+    """Live mount daemons whose command line names an image, mount point or socket under ``root`` (zombies,
+    which no longer serve anything, are left out). ``p.info["cmdline"]`` holds the command line."""
     found = []
-    root = os.path.abspath(root)
-    for p in psutil.process_iter(["cmdline"]):
+    prefix = os.path.abspath(root) + os.sep
+    for p in psutil.process_iter(["cmdline", "status"]):
         cmd = p.info.get("cmdline") or []
-        if "simvol.mount.daemon" in cmd and any(a.startswith(root + os.sep) for a in cmd):
+        if p.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
+        if "simvol.mount.daemon" in cmd and any(a.startswith(prefix) for a in cmd):
             found.append(p)
     return found
+
+
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The next line of ``proc``'s stdout, or "" if none came within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            return ""
+    finally:
+        sel.close()
+    return proc.stdout.readline()
 
 
 def rmtree_quiet(path: str | Path) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from simvol._campaign.common import read_line
 from simvol.fat import format_volume
 from simvol.image import Image, create_image
 from simvol.mount import (
@@ -92,7 +93,7 @@ class MountedVolume:
         )
         self._procs.append(p)
         if ready is not None:
-            line = _readline(p, TIMEOUT)
+            line = read_line(p, TIMEOUT)
             if line.strip() != ready:
                 p.kill()
                 _, err = p.communicate(timeout=TIMEOUT)
@@ -173,20 +174,6 @@ def _start(image: str, mountpoint: str, run_dir: str, volume_id: str) -> DaemonI
         return start_daemon(image, mountpoint, run_dir, volume_id)
     except MountError as e:
         raise AssertionError(f"{e}\n--- daemon log ---\n{e.log_tail}") from e
-
-
-def _readline(p: subprocess.Popen, timeout: float) -> str:
-    import selectors
-
-    assert p.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            return ""
-    finally:
-        sel.close()
-    return p.stdout.readline()
 
 
 def make_image(root: Path, name: str, size: int, label: str = "TEST") -> tuple[str, str]:

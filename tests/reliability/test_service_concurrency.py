@@ -30,6 +30,7 @@ import time
 import psutil
 import pytest
 
+from simvol._campaign.common import daemons_of
 from simvol.errors import S_OK
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
@@ -131,21 +132,6 @@ svc.close()
 """
 
 
-def _daemons(root: str) -> list[psutil.Process]:
-    prefix = os.path.join(root, "volumes") + os.sep
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            cmd = p.info["cmdline"] or []
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.Error:
-            continue
-        if "simvol.mount.daemon" in cmd and any(a.startswith(prefix) for a in cmd):
-            out.append(p)
-    return out
-
-
 def _arg(p: psutil.Process, name: str) -> str:
     cmd = p.info["cmdline"]
     return cmd[cmd.index(name) + 1]
@@ -181,7 +167,7 @@ def _check_invariants(svc: VolumeService, ids: list[str], *, raw: bool) -> dict[
     mounts = simvol_mounts(svc.root.volumes)
     guids = collections.Counter(e.volume_guid for e in mounts)
     assert all(n == 1 for n in guids.values()), f"a volume mounted twice: {mounts}"
-    daemons = _daemons(root)
+    daemons = daemons_of(root)
     images = collections.Counter(_arg(p, "--image") for p in daemons)
     assert all(n == 1 for n in images.values()), f"an image served by two daemons: {images}"
     live_mps = {_arg(p, "--mountpoint") for p in daemons}
@@ -222,7 +208,7 @@ def conc_root():
         left = simvol_mounts(os.path.join(d, "root", "volumes"))
         for e in left:
             subprocess.run(["fusermount3", "-uz", "--", e.mountpoint], capture_output=True, timeout=10)
-        for p in _daemons(os.path.join(d, "root")):
+        for p in daemons_of(os.path.join(d, "root")):
             try:
                 os.kill(p.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -283,5 +269,5 @@ def test_concurrent_processes_keep_the_invariants(conc_root) -> None:
         r = subprocess.run(["fsck.fat", "-n", v.image], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, f"seed {seed}: fsck.fat -n {v.image}:\n{r.stdout}\n{r.stderr}"
     assert not simvol_mounts(svc.root.volumes)
-    assert not _daemons(root), "a daemon outlived its dismount"
+    assert not daemons_of(root), "a daemon outlived its dismount"
     svc.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -26,9 +25,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
+from simvol._campaign.common import daemons_of, read_line
 from simvol.errors import VdsError
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
@@ -101,7 +100,7 @@ class Holder:
         assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return _readline(self.proc, timeout).strip()
+        return read_line(self.proc, timeout).strip()
 
     def errno_of(self, line: str) -> int:
         """0 on success, else the errno of the command."""
@@ -118,34 +117,6 @@ class Holder:
             self.proc.communicate(timeout=10)
         except (subprocess.TimeoutExpired, ValueError, OSError):
             pass
-
-
-def _readline(p: subprocess.Popen, timeout: float) -> str:
-    assert p.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            return ""
-    finally:
-        sel.close()
-    return p.stdout.readline()
-
-
-def daemons_of(root: str) -> list[psutil.Process]:
-    """Live mount daemons serving a volume of ``root`` (their mount point is below ROOT/volumes)."""
-    prefix = os.path.join(root, "volumes") + os.sep
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            cmd = p.info["cmdline"] or []
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.Error:
-            continue
-        if "simvol.mount.daemon" in cmd and any(a.startswith(prefix) for a in cmd):
-            out.append(p)
-    return out
 
 
 class Kit:
@@ -195,7 +166,7 @@ class Kit:
         )
         h = Holder(p)
         self.holders.append(h)
-        line = _readline(p, TIMEOUT)
+        line = read_line(p, TIMEOUT)
         if line.strip() != "ready":
             h.stop()
             raise AssertionError(f"holder {mode} {path} did not get ready: {line!r} {p.stderr.read() if p.stderr else ''}")
@@ -209,7 +180,7 @@ class Kit:
                              text=True)
         h = Holder(p)
         self.holders.append(h)
-        assert _readline(p, TIMEOUT).strip() == "ready"
+        assert read_line(p, TIMEOUT).strip() == "ready"
         return h
 
     def stop_holders(self) -> None:
