@@ -86,7 +86,8 @@ class FastFUSE(mfusepy.FUSE):
 
     ``getattr`` runs twice per create (libfuse looks the new entry up) and once per lookup; mfusepy fills the
     ``struct stat`` from a dict with a ``getattr`` probe per key. Here the operations object hands over a
-    tuple and the fields are set directly. ``create`` skips mfusepy's per-call ``inspect.signature``.
+    tuple (or ``-errno``, without an exception) and one ``memmove`` of a packed struct fills it. ``create``
+    skips mfusepy's per-call ``inspect.signature``; ``write`` passes a view of libfuse's buffer, not a copy.
     The operations object must provide ``_stat_fields(path, fh)``.
 
     The loop is :mod:`._loop`'s (libfuse's, plus a short spin while requests come in bursts); it always runs

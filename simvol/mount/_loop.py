@@ -7,10 +7,11 @@ Waking a blocked daemon costs more than the work of a small request on a VM: eac
 leaving sleep (``finish_task_switch``, ``_raw_spin_unlock_irqrestore`` in perf).
 
 :func:`fuse_main` does what ``fuse_main_real`` does for a foreground, single-threaded mount, with the same
-public libfuse calls and the same return codes (0, or 8 when the loop ended with an error such as a signal),
-but its loop polls the device for up to ``spin_us`` microseconds before blocking — only while requests
-arrive in a burst (the previous one came within that window), so an idle daemon never spins. Measured
-effect and settings: docs/performance.md ("Creates").
+public libfuse calls and the same return codes (1–6 for set-up failures, 8 when the loop ended with an error
+such as a signal, 0 after an unmount), but its loop polls the device for a short window (``SIMVOL_FUSE_SPIN_US``,
+default 50 µs) before blocking — only while requests arrive in a burst (:class:`SpinPolicy`), so an idle
+daemon never spins. Measured effect: docs/performance.md, "Changes in the third round" and "Interpretation
+(current)".
 """
 
 from __future__ import annotations
