@@ -22,6 +22,7 @@ import logging
 import os
 import select
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ _libc.free.argtypes = [_V]
 _libc.free.restype = None
 
 
-def make_fuse_main(lib: ctypes.CDLL, spin_ns: int):
+def make_fuse_main(lib: ctypes.CDLL, spin_ns: int) -> Callable[..., int]:
     """A drop-in for mfusepy's ``fuse_main_real(argc, argv, ops, ops_size, user_data)``."""
     _bind(lib)
 
