@@ -687,7 +687,7 @@ def _placement_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
     A create is three request/reply round trips, so where the scheduler puts the two processes decides much of
     the rate: on one CPU every hand-off is a cheap local switch, on two CPUs each one wakes a sleeping CPU (an
     IPI, a VM exit on a VM). Unpinned runs land in either case (see docs/performance.md); these rows fix it."""
-    if tools is None or len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+    if tools is None or not {0, 1} <= os.sched_getaffinity(0):
         ctx.log("mount: creates by placement skipped (needs ntfs-3g and CPUs 0 and 1)")
         return []
     n = ctx.sizes.creates // 2

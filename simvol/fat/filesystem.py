@@ -23,7 +23,7 @@ from typing import NamedTuple
 from ..errors import UnsupportedFileSystemError, fs_error
 from . import names as N
 from .chain import Chain
-from .dirent import DELETED, ENTRY_SIZE, ENTRY_STRUCT, RawEntry, decode_time, encode_time
+from .dirent import DELETED, ENTRY_SIZE, RawEntry, decode_time, encode_time, pack_entry
 from .layout import (
     ATTR_ARCHIVE,
     ATTR_DIRECTORY,
@@ -98,18 +98,11 @@ class Node:
     def is_dir(self) -> bool:
         return bool(self.attr & ATTR_DIRECTORY)
 
-    def entry(self) -> RawEntry:
-        return RawEntry(
-            self.short, self.attr, self.ntres, self.ctenth, self.ctime, self.cdate, self.adate,
-            self.cluster, self.wtime, self.wdate, 0 if self.is_dir else self.size,
-        )
-
     def packed_entry(self) -> bytes:
-        """``entry().pack()`` without the intermediate RawEntry (it runs at every create and flush)."""
-        cl = self.cluster
-        return ENTRY_STRUCT.pack(
-            self.short, self.attr, self.ntres, self.ctenth, self.ctime, self.cdate, self.adate, (cl >> 16) & 0xFFFF,
-            self.wtime, self.wdate, cl & 0xFFFF, 0 if self.is_dir else self.size,
+        """The node's 32-byte short entry as it goes to disk."""
+        return pack_entry(
+            self.short, self.attr, self.ntres, self.ctenth, self.ctime, self.cdate, self.adate, self.cluster,
+            self.wtime, self.wdate, 0 if self.is_dir else self.size,
         )
 
     def __repr__(self) -> str:

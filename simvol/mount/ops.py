@@ -34,6 +34,9 @@ class Handle:
     stale: bool = False
 
 
+_NS = 1_000_000_000
+
+
 def _err(e: int) -> mfusepy.FuseOSError:
     return mfusepy.FuseOSError(e)
 
@@ -139,22 +142,6 @@ class VolumeOps(mfusepy.Operations):
             except AttributeError:
                 pass
 
-    def _attrs(self, node: Node) -> dict[str, int]:
-        st = self._fs.stat_node(node)
-        mode = st.mode
-        return {
-            "st_mode": mode,
-            "st_nlink": 2 if st.is_dir else 1,
-            "st_size": st.size,
-            "st_uid": self._uid,
-            "st_gid": self._gid,
-            "st_mtime": st.mtime_ns,
-            "st_atime": st.atime_ns,
-            "st_ctime": st.mtime_ns,
-            "st_blocks": (st.size + 511) // 512,
-            "st_blksize": 1 << 17,
-        }
-
     def _stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
         """For FastFUSE: (mode, nlink, size, uid, gid, blocks, blksize, atime s, ns, mtime s, ns, ctime s, ns),
         or -ENOENT for a missing entry (answered without an exception: every create's lookup misses)."""
@@ -172,20 +159,23 @@ class VolumeOps(mfusepy.Operations):
                     return -errno.ENOENT
             st = self._fs.stat_node(node)
             size = st.size
-            m, a = st.mtime_ns, st.atime_ns
+            a_s, a_ns = divmod(st.atime_ns, _NS)
+            m_s, m_ns = divmod(st.mtime_ns, _NS)  # FAT has no change time: ctime is the modification time
             return (st.mode, 2 if st.is_dir else 1, size, self._uid, self._gid, (size + 511) >> 9, 1 << 17,
-                    a // 1_000_000_000, a % 1_000_000_000, m // 1_000_000_000, m % 1_000_000_000,
-                    m // 1_000_000_000, m % 1_000_000_000)
+                    a_s, a_ns, m_s, m_ns, m_s, m_ns)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
-        with self._engine_lock:
-            if fh:
-                h = self._handle(fh)
-                if h is not None and h.node is not None:
-                    return self._attrs(h.node)
-            if self._all_stale:
-                raise _err(errno.EIO)
-            return self._attrs(self._call(self._fs.resolve, path))
+        """mfusepy's dict form of ``_stat_fields`` (mfusepy registers the getattr callback by this name; FastFUSE
+        answers it from ``_stat_fields`` directly)."""
+        fields = self._stat_fields(path, fh)
+        if fields.__class__ is int:
+            raise _err(-fields)
+        mode, nlink, size, uid, gid, blocks, blksize, a_s, a_ns, m_s, m_ns, c_s, c_ns = fields
+        return {
+            "st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": uid, "st_gid": gid,
+            "st_blocks": blocks, "st_blksize": blksize,
+            "st_atime": a_s * _NS + a_ns, "st_mtime": m_s * _NS + m_ns, "st_ctime": c_s * _NS + c_ns,
+        }
 
     def access(self, path: str, amode: int) -> int:
         with self._engine_lock:
