@@ -225,16 +225,41 @@ def mkfs(image: str | os.PathLike, size_kib: int, *, spc: int, sector: int = 512
 # --------------------------------------------------------------------------- engine side
 
 
-def make_volume(path: str | os.PathLike, size: int, *, cluster_size: int = 0, label: str | None = None) -> None:
-    """A fresh sparse bare image formatted by the engine."""
+def make_volume(path: str | os.PathLike, size: int, **format_options):
+    """A fresh sparse bare image formatted by the engine (``format_options`` go to ``format_volume``, whose
+    result is returned)."""
     from simvol.fat import format_volume
 
     fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.ftruncate(fd, size)
-        format_volume(fd, size, cluster_size=cluster_size, label=label)
+        return format_volume(fd, size, **format_options)
     finally:
         os.close(fd)
+
+
+def check_clean(path: str | os.PathLike) -> None:
+    """The engine's own ``check`` finds nothing on the closed image."""
+    from simvol.fat import check
+
+    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        assert check(fd, os.fstat(fd).st_size) == []
+    finally:
+        os.close(fd)
+
+
+def expect_errno(err: int, fn, *args):
+    """``fn(*args)`` raises the engine's FsOpError (an OSError) with errno ``err``; returns the error."""
+    import pytest
+
+    from simvol.errors import FsOpError
+
+    with pytest.raises(FsOpError) as ei:
+        fn(*args)
+    assert ei.value.errno == err, (fn, args, ei.value)
+    assert isinstance(ei.value, OSError)
+    return ei.value
 
 
 def engine_tree(fs) -> tuple[dict[str, bytes], set[str]]:

@@ -5,42 +5,27 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from simvol.errors import UnsupportedFileSystemError
-from simvol.fat import FatFileSystem, check, format_volume
+from simvol.fat import FatFileSystem, check
 from simvol.fat.layout import parse_boot_sector, parse_fsinfo
 from simvol.fat.names import lfn_slots
 
-FSCK = "/usr/sbin/fsck.fat"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
+
+from fatoracle import fsck_clean  # noqa: E402
+from fatoracle import fsck as fsck_run  # noqa: E402
+from fatoracle import make_volume as make_image  # noqa: E402
+
 MiB = 1 << 20
 EOC = 0x0FFFFFFF
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def fsck_run(path) -> tuple[int, str]:
-    proc = subprocess.run([FSCK, "-n", os.fspath(path)], capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def fsck_clean(path) -> str:
-    rc, out = fsck_run(path)
-    assert rc == 0, out
-    assert "differences between boot sector and its backup" not in out, out
-    return out
-
-
-def make_image(path, size: int, **kw) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        format_volume(fd, size, **kw)
-    finally:
-        os.close(fd)
 
 
 def run_check(path, repair: bool = False):

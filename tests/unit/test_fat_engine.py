@@ -11,7 +11,9 @@ import random
 import stat as stat_mod
 import struct
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,11 +25,14 @@ from simvol.fat import (
     ATTR_READ_ONLY,
     ATTR_SYSTEM,
     FatFileSystem,
-    check,
-    format_volume,
 )
 from simvol.fat.dirent import decode_time
 from simvol.fat.layout import parse_boot_sector, parse_fsinfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
+
+from fatoracle import check_clean, expect_errno, fsck_clean  # noqa: E402
+from fatoracle import make_volume as make_image  # noqa: E402
 
 FSCK = "/usr/sbin/fsck.fat"
 MiB, GiB = 1 << 20, 1 << 30
@@ -35,40 +40,6 @@ NS = 1_000_000_000
 
 
 # --------------------------------------------------------------------------- helpers and fixtures
-
-
-def fsck_clean(path) -> str:
-    proc = subprocess.run([FSCK, "-n", os.fspath(path)], capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "differences between boot sector and its backup" not in out, out
-    return out
-
-
-def check_clean(path) -> None:
-    size = os.stat(path).st_size
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        assert check(fd, size) == []
-    finally:
-        os.close(fd)
-
-
-def make_image(path, size: int, **kw) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        format_volume(fd, size, **kw)
-    finally:
-        os.close(fd)
-
-
-def expect_errno(err: int, fn, *args):
-    with pytest.raises(FsOpError) as ei:
-        fn(*args)
-    assert ei.value.errno == err, (fn, args, ei.value)
-    assert isinstance(ei.value, OSError)
-    return ei.value
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import os
 import random
 import struct
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -28,27 +30,14 @@ from simvol.fat.layout import (
     plan_format,
 )
 
-FSCK = "/usr/sbin/fsck.fat"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
+
+from fatoracle import fsck_clean  # noqa: E402
+from fatoracle import make_volume as make_image  # noqa: E402
+
 MKFS = "/usr/sbin/mkfs.fat"
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 MIN = 66591 * 512
-
-
-def fsck_clean(path) -> str:
-    proc = subprocess.run([FSCK, "-n", os.fspath(path)], capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "differences between boot sector and its backup" not in out, out
-    return out
-
-
-def make_image(path, size: int, **kw):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        return format_volume(fd, size, **kw)
-    finally:
-        os.close(fd)
 
 
 def sector(path, n: int = 0, size: int = 512) -> bytes:

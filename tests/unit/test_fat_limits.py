@@ -5,27 +5,28 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from simvol.errors import FsOpError
-from simvol.fat import MAX_FILE_SIZE, FatFileSystem, check, format_volume
+from simvol.fat import MAX_FILE_SIZE, FatFileSystem
 from simvol.fat.layout import parse_fsinfo
 
-FSCK = "/usr/sbin/fsck.fat"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
+
+from fatoracle import check_clean, expect_errno  # noqa: E402
+from fatoracle import fsck as fsck_run  # noqa: E402
+from fatoracle import make_volume as make_image  # noqa: E402
+
 MiB, GiB = 1 << 20, 1 << 30
 FOUR_GIB = 1 << 32
 
 # dosfstools 4.2 computes a chain's length in 32 bits: a chain of exactly 4 GiB reads as 0 bytes, and it
 # "truncates" a legal 4 GiB − 1 file (dosfstools issue #208, fixed upstream in ae94d63 after 4.2).
 _ISSUE_208 = "File size is 4294967295 bytes, cluster chain length is 0 bytes."
-
-
-def fsck_run(path) -> tuple[int, str]:
-    proc = subprocess.run([FSCK, "-n", os.fspath(path)], capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def fsck_clean(path, *, allow_issue_208: bool = False) -> str:
@@ -41,30 +42,6 @@ def fsck_clean(path, *, allow_issue_208: bool = False) -> str:
         return out
     assert rc == 0, out
     return out
-
-
-def check_clean(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        assert check(fd, os.fstat(fd).st_size) == []
-    finally:
-        os.close(fd)
-
-
-def make_image(path, size: int, **kw) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        format_volume(fd, size, **kw)
-    finally:
-        os.close(fd)
-
-
-def expect_errno(err: int, fn, *args):
-    with pytest.raises(FsOpError) as ei:
-        fn(*args)
-    assert ei.value.errno == err, (fn, args, ei.value)
-    return ei.value
 
 
 @pytest.fixture

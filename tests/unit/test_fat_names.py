@@ -11,38 +11,26 @@ import os
 import re
 import struct
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as hst
 
 from simvol.errors import FsOpError
-from simvol.fat import FatFileSystem, format_volume
+from simvol.fat import FatFileSystem
 from simvol.fat import names as N
 
-FSCK = "/usr/sbin/fsck.fat"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
+
+from fatoracle import fsck_clean  # noqa: E402
+from fatoracle import make_volume as make_image  # noqa: E402
+
 MiB = 1 << 20
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def fsck_clean(path) -> str:
-    """``fsck.fat -n``: exit 0 and the backup boot sector equal to the boot sector."""
-    proc = subprocess.run([FSCK, "-n", os.fspath(path)], capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "differences between boot sector and its backup" not in out, out
-    return out
-
-
-def make_image(path, size: int, **kw) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        format_volume(fd, size, **kw)
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture
