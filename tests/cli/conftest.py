@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import selectors
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from simvol._campaign.common import read_line, stop_process
 from simvol.errors import code_name
 from simvol.mount import cleanup_stale, simvol_mounts
 from simvol.types import VolumeFlag
@@ -209,15 +209,7 @@ class Holder:
         assert line.strip() == "ready", f"holder on {path} did not start: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
 
     def _readline(self, timeout: float = 30) -> str:
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            if not sel.select(timeout):
-                return ""
-        finally:
-            sel.close()
-        return self.proc.stdout.readline()
+        return read_line(self.proc, timeout)
 
     def read(self) -> int:
         assert self.proc.stdin is not None
@@ -228,12 +220,7 @@ class Holder:
         return 0 if reply == "ok" else int(reply.split()[1])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.communicate(timeout=10)
-        except (subprocess.TimeoutExpired, ValueError, OSError):
-            pass
+        stop_process(self.proc)
 
 
 @pytest.fixture

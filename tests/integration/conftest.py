@@ -18,14 +18,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from simvol._campaign.common import read_line
+from simvol._campaign.common import read_line, stop_process, wait_until
 from simvol.fat import format_volume
 from simvol.image import Image, create_image
 from simvol.mount import (
@@ -135,12 +134,7 @@ class MountedVolume:
 
     def kill_holders(self) -> None:
         for p in self._procs:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=10)
-            except (subprocess.TimeoutExpired, ValueError, OSError):
-                pass
+            stop_process(p)
 
     def teardown(self) -> list[str]:
         """Kill holders, end every daemon, remove stale mounts. Returns problems (empty: clean)."""
@@ -242,11 +236,3 @@ def mcopy(image: str, path: str) -> bytes:
     assert r.returncode == 0, f"mcopy ::{path}: {r.stderr.decode(errors='replace')}"
     return r.stdout
 
-
-def wait_until(pred, timeout: float = 5.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)

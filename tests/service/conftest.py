@@ -21,13 +21,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from simvol._campaign.common import daemons_of, read_line
+from simvol._campaign.common import daemons_of, read_line, stop_process
 from simvol.errors import VdsError
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
@@ -111,12 +110,7 @@ class Holder:
         return int(reply.split()[1])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.communicate(timeout=10)
-        except (subprocess.TimeoutExpired, ValueError, OSError):
-            pass
+        stop_process(self.proc)
 
 
 class Kit:
@@ -345,11 +339,3 @@ def svc_factory(short_tmp: Path, kit: Kit) -> Iterator:
 def svc(svc_factory) -> VolumeService:
     return svc_factory("root")
 
-
-def wait_until(pred, timeout: float = 5.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
