@@ -12,6 +12,7 @@ worst lost clusters, which ``check(repair=True)`` frees.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import stat as stat_mod
@@ -60,6 +61,7 @@ class Stat(NamedTuple):
     ctime_ns: int  # creation time (FAT has no change time)
     atime_ns: int
     cluster: int
+    ino: int  # see Node.ino
 
     @property
     def mode(self) -> int:
@@ -77,11 +79,16 @@ class StatFs:
 
 
 class Node:
-    """One file or directory. Identity is stable across renames while the file system is open."""
+    """One file or directory. Identity is stable across renames while the file system is open.
+
+    ``ino`` numbers the node for as long as the file system is open (the root is 1): every spelling of a name
+    resolves to the one node, so to one inode number, and no two live nodes share one. FAT stores no inode
+    numbers; like the kernel's vfat (``iunique``), the numbers are not kept across mounts.
+    """
 
     __slots__ = (
         "name", "short", "ntres", "attr", "cluster", "size", "ctenth", "ctime", "cdate", "adate",
-        "wtime", "wdate", "parent", "slot", "nslots", "chain", "dirty", "dir", "deleted", "mtime_ns",
+        "wtime", "wdate", "parent", "slot", "nslots", "chain", "dirty", "dir", "deleted", "mtime_ns", "ino",
     )
 
     def __init__(self) -> None:
@@ -184,7 +191,9 @@ class FatFileSystem:
         else:
             self.fat.load_free_info(fsinfo[0], fsinfo[1])
         self._dirty_nodes: set[Node] = set()
+        self._inos = itertools.count(2)
         root = Node()
+        root.ino = 1
         root.name, root.short, root.ntres = "", b"           ", 0
         root.attr = ATTR_DIRECTORY
         root.cluster, root.size = geo.root_cluster, 0
@@ -388,6 +397,7 @@ class FatFileSystem:
             if raw.name in (b".          ", b"..         "):
                 continue
             child = Node()
+            child.ino = next(self._inos)
             child.short = raw.name
             child.ntres = raw.ntres & (N.NTRES_LOWER_BASE | N.NTRES_LOWER_EXT)
             child.name = long_name or N.short_display(raw.name, raw.ntres)
@@ -501,6 +511,8 @@ class FatFileSystem:
                 raise fs_error(errno.ENOTDIR, path)
             node = self._lookup(node, part)
             if node is None:
+                if len(part) > N.MAX_NAME_UNITS // 2 and N.utf16_units(part) > N.MAX_NAME_UNITS:
+                    raise fs_error(errno.ENAMETOOLONG, path)  # no FAT name can be this long (as create says)
                 return None
         return node
 
@@ -525,7 +537,7 @@ class FatFileSystem:
         size = node.size
         if node.is_dir:
             size = (node.chain.total if node.chain else 1) * self.cs
-        return Stat(node.is_dir, size, node.attr, mtime, ctime, atime, node.cluster)
+        return Stat(node.is_dir, size, node.attr, mtime, ctime, atime, node.cluster, node.ino)
 
     def stat(self, path: str) -> Stat:
         return self.stat_node(self.resolve(path))
@@ -544,8 +556,8 @@ class FatFileSystem:
         st = self._load_dir(node)
         return [(n.name, self.stat_node(n)) for n in sorted(st.by_key.values(), key=lambda n: n.slot)]
 
-    def scandir_modes(self, path: str = "/") -> list[tuple[str, int]]:
-        """(name, st_mode) of each entry: what readdir needs, without decoding timestamps."""
+    def scandir_modes(self, path: str = "/") -> list[tuple[str, int, int]]:
+        """(name, st_mode, inode number) of each entry: what readdir needs, without decoding timestamps."""
         node = self.resolve(path)
         if not node.is_dir:
             raise fs_error(errno.ENOTDIR, path)
@@ -553,9 +565,9 @@ class FatFileSystem:
         out = []
         for n in sorted(st.by_key.values(), key=lambda n: n.slot):
             if n.attr & ATTR_DIRECTORY:
-                out.append((n.name, stat_mod.S_IFDIR | (0o555 if n.attr & ATTR_READ_ONLY else 0o755)))
+                out.append((n.name, stat_mod.S_IFDIR | (0o555 if n.attr & ATTR_READ_ONLY else 0o755), n.ino))
             else:
-                out.append((n.name, stat_mod.S_IFREG | (0o444 if n.attr & ATTR_READ_ONLY else 0o644)))
+                out.append((n.name, stat_mod.S_IFREG | (0o444 if n.attr & ATTR_READ_ONLY else 0o644), n.ino))
         return out
 
     def statfs(self) -> StatFs:
@@ -571,6 +583,7 @@ class FatFileSystem:
         st = self._load_dir(parent)
         sn = N.make_short_name(name, st.by_short)
         node = Node()
+        node.ino = next(self._inos)
         node.name, node.short, node.ntres = name, sn.raw, sn.ntres
         node.attr, node.cluster, node.size = attr, cluster, 0
         date, tim, tenth = encode_time(_now_ns())

@@ -10,6 +10,7 @@ import ctypes
 import os
 import operator
 import struct
+import time
 from collections.abc import Callable
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -52,6 +53,7 @@ def _stat_packer() -> tuple[Callable[..., bytes], int]:
     a third of a getattr's cost went into setting thirteen ctypes fields one by one."""
     c, ts = mfusepy.c_stat, mfusepy.c_timespec
     fields: list[tuple[int, int, bool]] = [  # (offset, size, signed) in _stat_fields order
+        (c.st_ino.offset, c.st_ino.size, False),
         (c.st_mode.offset, c.st_mode.size, False),
         (c.st_nlink.offset, c.st_nlink.size, False),
         (c.st_size.offset, c.st_size.size, True),
@@ -79,6 +81,10 @@ def _stat_packer() -> tuple[Callable[..., bytes], int]:
 
 
 _pack_stat, _STAT_SIZE = _stat_packer()
+
+# utimensat(2)'s markers in tv_nsec (<sys/stat.h>), which libfuse passes on unchanged.
+_UTIME_NOW = (1 << 30) - 1
+_UTIME_OMIT = (1 << 30) - 2
 
 
 class FastFUSE(mfusepy.FUSE):
@@ -123,6 +129,36 @@ class FastFUSE(mfusepy.FUSE):
 
     def release(self, path, fip):  # noqa: D102 - mfusepy's adapter minus its raw_fi branch
         return self.operations.release(None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh)
+
+    def truncate_fuse_3(self, path, length, fip):  # noqa: D102
+        # mfusepy's adapter drops the file info: an ftruncate(2) on a descriptor opened for writing then reached
+        # the operations as a path-only truncate, whose read-only check refused it (EACCES).
+        fh = fip.contents.fh if fip else None
+        return self.operations.truncate(None if path is None else path.decode(self.encoding, self.errors), length, fh)
+
+    def utimens_fuse_3(self, path, buf, fip):  # noqa: D102
+        # libfuse passes utimensat's markers through: tv_nsec UTIME_NOW means "now", UTIME_OMIT "leave as is".
+        # mfusepy's adapter read them as literal times, so touch wrote 1980-01-01.
+        times = None
+        if buf:
+            now = time.time_ns()
+            times = tuple(
+                None if ts.tv_nsec == _UTIME_OMIT else now if ts.tv_nsec == _UTIME_NOW else ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+                for ts in (buf.contents.actime, buf.contents.modtime)
+            )
+        return self.operations.utimens(None if path is None else path.decode(self.encoding, self.errors), times)
+
+    def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):  # noqa: D102
+        # The operations give (name, mode, ino): with use_ino, libfuse hands st_ino to the kernel as d_ino,
+        # so ls -i and find -inum agree with stat. mfusepy's adapter would set the mode only.
+        st = mfusepy.c_stat()
+        encoding, errors = self.encoding, self.errors
+        for name, mode, ino in self.operations.readdir(None if path is None else path.decode(encoding, errors), fip.contents.fh):
+            st.st_mode = mode
+            st.st_ino = ino
+            if filler(buf, name.encode(encoding, errors), st, 0, 0) != 0:
+                break
+        return 0
 
     def open(self, path, fip):  # noqa: D102
         fi = fip.contents

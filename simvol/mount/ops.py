@@ -27,7 +27,7 @@ class Handle:
     fh: int
     pid: int
     path: str  # path inside the volume at open time
-    node: Node | None  # None for directories
+    node: Node
     is_dir: bool
     writable: bool
     opened: float = field(default_factory=time.time)
@@ -35,6 +35,7 @@ class Handle:
 
 
 _NS = 1_000_000_000
+_MAX_BACKGROUND = 4096
 
 
 def _err(e: int) -> mfusepy.FuseOSError:
@@ -50,13 +51,16 @@ class VolumeOps(mfusepy.Operations):
         self._readonly = readonly
         self._engine_lock = threading.RLock()
         self._handles: dict[int, Handle] = {}
-        self._open_nodes: dict[int, int] = {}  # id(node) -> open count, for EBUSY on unlink/rename
+        # id(node) -> open handles (files and directories), for EBUSY on unlink, rename and rmdir. Keyed by the
+        # node, not the path: every spelling of a name is one node, and a handle follows its node across renames.
+        self._open_nodes: dict[int, int] = {}
         self._counter = itertools.count(1)
         self._refuse_opens = False
         self._all_stale = False
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._fuse_ptr: int | None = None
+        self._cluster_size = fs.statfs().cluster_size
 
     # ------------------------------------------------------------ handle table (used by the control thread)
 
@@ -85,18 +89,17 @@ class VolumeOps(mfusepy.Operations):
         with self._engine_lock:
             return sorted({h.path for h in self._handles.values() if not h.is_dir})
 
-    def _new_handle(self, path: str, node: Node | None, is_dir: bool, writable: bool) -> int:
+    def _new_handle(self, path: str, node: Node, is_dir: bool, writable: bool) -> int:
         if self._refuse_opens:
             raise _err(errno.EBUSY)
         fh = next(self._counter)
         self._handles[fh] = Handle(fh, caller_pid(), path, node, is_dir, writable)
-        if node is not None:
-            self._open_nodes[id(node)] = self._open_nodes.get(id(node), 0) + 1
+        self._open_nodes[id(node)] = self._open_nodes.get(id(node), 0) + 1
         return fh
 
     def _drop_handle(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
-        if h is not None and h.node is not None:
+        if h is not None:
             k = id(h.node)
             n = self._open_nodes.get(k, 0) - 1
             if n > 0:
@@ -113,6 +116,7 @@ class VolumeOps(mfusepy.Operations):
         return h
 
     def _is_open(self, node: Node) -> bool:
+        """An open file (for unlink and rename); an open directory may be renamed, as on Windows."""
         if node.is_dir:
             return False
         return id(node) in self._open_nodes
@@ -136,14 +140,22 @@ class VolumeOps(mfusepy.Operations):
             config.attr_timeout = 1.0
             config.entry_timeout = 1.0
             config.negative_timeout = 0.0  # case-insensitive names: never cache a miss
+            # st_ino comes from the engine (Node.ino), not from libfuse's per-name node ids: libfuse numbers each
+            # (directory, name) it sees, so "a.txt" and "A.TXT" got two numbers and cp, shutil.move and tar
+            # could not see that both name one file (cp truncated it; docs/behaviour.md, "One file, one inode").
+            config.use_ino = 1
         if conn is not None:
-            try:
-                conn.max_write = 1 << 20
-            except AttributeError:
-                pass
+            conn.max_write = 1 << 20
+            # The kernel sends RELEASE (the last close of a file) as a background request and holds it back
+            # while max_background (default 12) background requests are in flight; a synchronous UNLINK issued
+            # after close() returned could then overtake it and find the file still open (EBUSY under
+            # concurrent close load). With room for all of them, RELEASE is queued before close() returns,
+            # and this loop serves requests in order. Unprivileged mounts are capped at the kernel's
+            # max_user_bgreq (a module parameter, several thousand by default).
+            conn.max_background = _MAX_BACKGROUND
 
     def _stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
-        """For FastFUSE: (mode, nlink, size, uid, gid, blocks, blksize, atime s, ns, mtime s, ns, ctime s, ns),
+        """For FastFUSE: (ino, mode, nlink, size, uid, gid, blocks, blksize, atime s, ns, mtime s, ns, ctime s, ns),
         or -ENOENT for a missing entry (answered without an exception: every create's lookup misses)."""
         with self._engine_lock:
             node = None
@@ -161,8 +173,11 @@ class VolumeOps(mfusepy.Operations):
             size = st.size
             a_s, a_ns = divmod(st.atime_ns, _NS)
             m_s, m_ns = divmod(st.mtime_ns, _NS)  # FAT has no change time: ctime is the modification time
-            return (st.mode, 2 if st.is_dir else 1, size, self._uid, self._gid, (size + 511) >> 9, 1 << 17,
-                    a_s, a_ns, m_s, m_ns, m_s, m_ns)
+            # st_blocks counts whole clusters: a FAT file holds ceil(size / cluster) of them (FAT has no holes
+            # and simvol allocates none beyond the size), so du reports what the file takes on the volume.
+            cs = self._cluster_size
+            return (st.ino, st.mode, 2 if st.is_dir else 1, size, self._uid, self._gid,
+                    (size + cs - 1) // cs * (cs >> 9), 1 << 17, a_s, a_ns, m_s, m_ns, m_s, m_ns)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         """mfusepy's dict form of ``_stat_fields`` (mfusepy registers the getattr callback by this name; FastFUSE
@@ -170,16 +185,20 @@ class VolumeOps(mfusepy.Operations):
         fields = self._stat_fields(path, fh)
         if fields.__class__ is int:
             raise _err(-fields)
-        mode, nlink, size, uid, gid, blocks, blksize, a_s, a_ns, m_s, m_ns, c_s, c_ns = fields
+        ino, mode, nlink, size, uid, gid, blocks, blksize, a_s, a_ns, m_s, m_ns, c_s, c_ns = fields
         return {
-            "st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": uid, "st_gid": gid,
+            "st_ino": ino, "st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": uid, "st_gid": gid,
             "st_blocks": blocks, "st_blksize": blksize,
             "st_atime": a_s * _NS + a_ns, "st_mtime": m_s * _NS + m_ns, "st_ctime": c_s * _NS + c_ns,
         }
 
     def access(self, path: str, amode: int) -> int:
+        # Must agree with the modes getattr reports and with what execve does: files are 0644 (0444 when
+        # read-only) and never executable, directories 0755 and always searchable.
         with self._engine_lock:
             node = self._call(self._fs.resolve, path)
+            if amode & os.X_OK and not node.is_dir:
+                raise _err(errno.EACCES)
             if amode & os.W_OK and (self._readonly or (node.attr & ATTR_READ_ONLY and not node.is_dir)):
                 raise _err(errno.EACCES if not self._readonly else errno.EROFS)
             return 0
@@ -203,19 +222,22 @@ class VolumeOps(mfusepy.Operations):
             node = self._call(self._fs.resolve, path)
             if not node.is_dir:
                 raise _err(errno.ENOTDIR)
-            return self._new_handle(path, None, True, False)
+            return self._new_handle(path, node, True, False)
 
-    def readdir(self, path: str, fh: int):
+    def readdir(self, path: str, fh: int) -> list[tuple[str, int, int]]:
+        """(name, st_mode, st_ino) of ".", ".." and every entry."""
         with self._engine_lock:
-            self._handle(fh)
+            h = self._handle(fh)
             entries = self._call(self._fs.scandir_modes, path)
+            here = h.node.ino if h is not None else 0
+            up = h.node.parent.ino if h is not None and h.node.parent is not None else here
         # A damaged entry whose name holds "/" or NUL cannot be passed to the kernel: it fails the whole listing
         # with EIO, hiding every other entry of the directory. Leave it out; check(repair=True) renames it.
-        bad = [name for name, _ in entries if "/" in name or "\0" in name]
+        bad = [e[0] for e in entries if "/" in e[0] or "\0" in e[0]]
         if bad:
             log.warning("%s: left out of the listing, names no path can hold: %r", path, bad[:5])
-            entries = [(name, mode) for name, mode in entries if "/" not in name and "\0" not in name]
-        return [(".", 0o40755, 0), ("..", 0o40755, 0)] + [(name, mode, 0) for name, mode in entries]
+            entries = [e for e in entries if "/" not in e[0] and "\0" not in e[0]]
+        return [(".", 0o40755, here), ("..", 0o40755, up), *entries]
 
     def releasedir(self, path: str, fh: int) -> int:
         with self._engine_lock:
@@ -251,7 +273,7 @@ class VolumeOps(mfusepy.Operations):
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
             h = self._handle(fh)
-            if h is None or h.node is None:
+            if h is None or h.is_dir:
                 # Every READ carries the fh that open/create returned; falling back to the path would hide a
                 # broken fh round trip (fuse.md §1) and bypass the stale check of a forced dismount.
                 raise _err(errno.EIO)
@@ -261,15 +283,19 @@ class VolumeOps(mfusepy.Operations):
         with self._engine_lock:
             self._writable()
             h = self._handle(fh)
-            if h is None or h.node is None:
+            if h is None or h.is_dir:
                 raise _err(errno.EIO)  # as in read: only the handle open/create returned may write
             return self._call(self._fs.write_node, h.node, data, offset)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        """With ``fh`` (ftruncate, or truncate of an open file) the handle's access mode decides, as on
+        Windows: a file opened for writing may be resized even if it is read-only by now or was created so."""
         with self._engine_lock:
             self._writable()
             h = self._handle(fh) if fh else None
-            if h is not None and h.node is not None:
+            if h is not None and not h.is_dir:
+                if not h.writable:
+                    raise _err(errno.EBADF)
                 node = h.node
             else:
                 if self._all_stale:
@@ -322,16 +348,10 @@ class VolumeOps(mfusepy.Operations):
             self._writable()
             self._guard()
             node = self._call(self._fs.resolve, path)
-            if node.is_dir and any(h.is_dir and self._same_dir(h.path, path) for h in self._handles.values()):
+            if node.is_dir and id(node) in self._open_nodes:
                 raise _err(errno.EBUSY)  # Windows: a directory open elsewhere cannot be removed
             self._call(self._fs.rmdir, path)
             return 0
-
-    def _same_dir(self, a: str, b: str) -> bool:
-        try:
-            return self._fs.resolve(a) is self._fs.resolve(b)
-        except FsOpError:
-            return False
 
     def unlink(self, path: str) -> int:
         with self._engine_lock:
@@ -377,14 +397,30 @@ class VolumeOps(mfusepy.Operations):
             self._call(self._fs.resolve, path)
         return 0
 
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+    def utimens(self, path: str, times: tuple[int | None, int | None] | None = None) -> int:
+        """``times`` is (atime, mtime) in ns; None for one of them leaves it unchanged (UTIME_OMIT), and None
+        for both sets both to now. FastFUSE turns libfuse's UTIME_NOW into the current time."""
         with self._engine_lock:
             self._writable()
             self._guard()
-            now = time.time_ns()
-            atime, mtime = times if times is not None else (now, now)
-            self._call(self._fs.utimens, path, atime, mtime)
+            if times is None:
+                now = time.time_ns()
+                times = (now, now)
+            self._call(self._fs.utimens, path, times[0], times[1])
             return 0
+
+    # FAT has no links, device nodes, FIFOs or sockets. EPERM is what Linux file systems without them answer
+    # (vfat: "Operation not permitted"); without these callbacks libfuse answers ENOSYS, which rsync, tar and
+    # stress-ng report as a broken tool rather than an unsupported object.
+
+    def symlink(self, target: str, source: str) -> int:
+        raise _err(errno.EPERM)
+
+    def link(self, target: str, source: str) -> int:
+        raise _err(errno.EPERM)
+
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise _err(errno.EPERM)
 
     def _guard(self) -> None:
         if self._all_stale:
