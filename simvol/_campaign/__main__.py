@@ -2,6 +2,8 @@
 
     scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--dir DIR] [--keep-failed DIR]
     scripts/campaign damage [--mutations N] [--seed S] [--workers N] [--timeout SEC] [--dir DIR] [--keep-failed DIR]
+    scripts/campaign fio    [--rounds N] [--size-mb M] [--seed S]
+    scripts/campaign fsx    [--trials N] [--ops M] [--phases K] [--aliases] [--seed S]
 
 Prints one line per trial/mutation and a summary; exit 1 on any loss or violation, 2 on a usage error.
 Seeds are printed with every failure; ``--seed S --trials 1`` (``--mutations 1``) replays one case.
@@ -34,14 +36,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d.add_argument("--workers", type=int, default=2, help="parallel workers, each on its own root (default 2)")
     d.add_argument("--timeout", type=float, default=90.0, help="time limit of one mutation, seconds (90)")
     d.add_argument("--cli-every", type=int, default=4, help="attach through the CLI every N-th mutation (4)")
-    for sp in (c, d):
+    f = sub.add_parser("fio", help="fio writes with crc32c headers through the mount; verified again after a remount")
+    f.add_argument("--rounds", type=int, default=1, help="number of rounds, each on a new volume (default 1)")
+    f.add_argument("--size-mb", type=int, default=8, help="MiB each of the four jobs writes (default 8)")
+    f.add_argument("--seed", type=int, default=None, help="fio's randseed of the first round (round i: seed + i)")
+    x = sub.add_parser("fsx", help="random system calls through the mount, checked against a model")
+    x.add_argument("--trials", type=int, default=2, help="number of trials, each on a new volume (default 2)")
+    x.add_argument("--ops", type=int, default=2000, help="operations per trial (default 2000)")
+    x.add_argument("--phases", type=int, default=3, help="phases per trial; a dismount + fsck + mount between (3)")
+    x.add_argument("--aliases", action="store_true",
+                   help="spell names (and directories) differently from call to call (docs/behaviour.md)")
+    x.add_argument("--seed", type=int, default=None, help="seed of the first trial (trial i uses seed + i)")
+    for sp in (c, d, f, x):
         sp.add_argument("--dir", default=None, help="where the scratch root goes (default /var/tmp)")
         sp.add_argument("--keep-failed", default=None, metavar="DIR", help="copy failing images (and records) here")
         sp.add_argument("--keep-root", action="store_true", help="do not delete the scratch root afterwards")
         sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
         sp.add_argument("--json", default=None, metavar="FILE", help="also write every case's result to FILE")
     args = p.parse_args(argv)
-    if getattr(args, "trials", 1) < 1 or getattr(args, "mutations", 1) < 1 or getattr(args, "workers", 1) < 1:
+    counts = ("trials", "mutations", "workers", "rounds", "size_mb", "ops", "phases")
+    if any(getattr(args, name, 1) < 1 for name in counts):
         p.error("counts must be at least 1")
     return args
 
@@ -69,6 +83,24 @@ def main(argv: list[str] | None = None) -> int:
             seed = args.seed if args.seed is not None else DEFAULT_SEED
             print(f"trials {args.trials}, seeds {seed}…{seed + args.trials - 1}", flush=True)
             summary = run_campaign(root, args.trials, seed, max_delay=args.max_delay, keep_failed=args.keep_failed,
+                                   log=log)
+        elif args.campaign == "fio":
+            from .fio import DEFAULT_SEED, have_fio, run_campaign
+
+            if not have_fio():
+                print("campaign: ERROR: fio is not installed", file=sys.stderr)
+                return 1
+            seed = args.seed if args.seed is not None else DEFAULT_SEED
+            print(f"rounds {args.rounds}, {args.size_mb} MiB per job, seeds {seed}…{seed + args.rounds - 1}", flush=True)
+            summary = run_campaign(root, args.rounds, seed, size_mb=args.size_mb, log=log)
+        elif args.campaign == "fsx":
+            from .fsx import DEFAULT_SEED, run_campaign
+
+            seed = args.seed if args.seed is not None else DEFAULT_SEED
+            print(f"trials {args.trials} × {args.ops} operations in {args.phases} phases, "
+                  f"{'aliased' if args.aliases else 'stored'} spellings, seeds {seed}…{seed + args.trials - 1}",
+                  flush=True)
+            summary = run_campaign(root, args.trials, seed, ops=args.ops, phases=args.phases, aliases=args.aliases,
                                    log=log)
         else:
             from .damage import DEFAULT_SEED, run_campaign

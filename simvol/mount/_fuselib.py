@@ -9,7 +9,9 @@ from __future__ import annotations
 import ctypes
 import os
 import operator
+import queue
 import struct
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,11 +25,19 @@ if mfusepy.fuse_version_major != 3:  # pragma: no cover - depends on the host
         "install fuse3/libfuse3-3 (never the 'fuse' package)"
     )
 
-from ._loop import make_fuse_main, spin_ns_from_env  # noqa: E402
+from ._loop import FUSE_CREATE, FUSE_GETATTR, FUSE_LOOKUP, FUSE_MKDIR, after_request, make_fuse_main  # noqa: E402
+from ._loop import request_header, request_nodeid  # noqa: E402
+from ._loop import spin_ns_from_env  # noqa: E402
 
 _lib = mfusepy._libfuse
 _lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 _lib.fuse_invalidate_path.restype = ctypes.c_int
+_lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+_lib.fuse_get_session.restype = ctypes.c_void_p
+_lib.fuse_lowlevel_notify_inval_inode.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
+_lib.fuse_lowlevel_notify_inval_inode.restype = ctypes.c_int
+_lib.fuse_lowlevel_notify_inval_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+_lib.fuse_lowlevel_notify_inval_entry.restype = ctypes.c_int
 
 
 def current_fuse() -> int | None:
@@ -45,6 +55,72 @@ def caller_pid() -> int:
 def invalidate_path(fuse_ptr: int, path: str) -> int:
     """Drop the kernel's cached pages and attributes of ``path`` (any thread may call it)."""
     return _lib.fuse_invalidate_path(ctypes.c_void_p(fuse_ptr), os.fsencode(path))
+
+
+def inode_notifier(fuse_ptr: int) -> Callable[[int, int, int], int]:
+    """``notify(nodeid, offset, length)``: drop what the kernel caches for one of its inodes of this mount
+    (offset -1: the attributes only; 0 with length 0: attributes and every page). Returns 0 or -errno."""
+    se = ctypes.c_void_p(_lib.fuse_get_session(ctypes.c_void_p(fuse_ptr)))
+    inval = _lib.fuse_lowlevel_notify_inval_inode
+    return lambda nodeid, offset, length: inval(se, nodeid, offset, length)
+
+
+class KernelNotifier:
+    """Tells the kernel to forget cached entries and inodes, from a thread of its own.
+
+    ``fuse_lowlevel_notify_inval_entry`` takes the directory's lock, which the task whose request is being
+    served holds (an unlink holds it until it has its answer), and dropping the pages of an open inode waits
+    for reads still queued behind the current request: sent from the FUSE thread, either would wait for
+    itself. The loop calls :meth:`settle` after each answer, which waits until the notifications are done — so
+    the caller's next call sees their effect — but never longer than ``wait`` seconds: another task may hold
+    that lock while its own request waits behind this one, and then the notification lands a moment later.
+    ``close`` must run before libfuse destroys the session.
+    """
+
+    def __init__(self, fuse_ptr: int, encoding: str = "utf-8", errors: str = "surrogateescape",
+                 wait: float = 0.05) -> None:
+        self._fuse = ctypes.c_void_p(fuse_ptr)
+        self._se = ctypes.c_void_p(_lib.fuse_get_session(self._fuse))
+        self._encoding, self._errors, self._wait = encoding, errors, wait
+        self._queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="simvol-notify", daemon=True)
+        self._thread.start()
+
+    def drop_entry(self, parent: int, name: str) -> None:
+        """Forget directory ``parent``'s entry ``name``."""
+        self._put(parent, name)
+
+    def drop_path(self, path: str) -> None:
+        """Forget the attributes and pages of the inode libfuse holds for ``path``."""
+        self._put(0, path)
+
+    def _put(self, parent: int, name: str) -> None:
+        with self._cond:
+            self._pending += 1
+        self._queue.put((parent, name.encode(self._encoding, self._errors)))
+
+    def settle(self) -> None:
+        if self._pending:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._pending, self._wait)
+
+    def _run(self) -> None:
+        inval_entry, inval_path = _lib.fuse_lowlevel_notify_inval_entry, _lib.fuse_invalidate_path
+        while (item := self._queue.get()) is not None:
+            parent, name = item
+            if parent:
+                inval_entry(self._se, parent, name, len(name))  # -ENOENT: the kernel had no such entry
+            else:
+                inval_path(self._fuse, name)
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 def _stat_packer() -> tuple[Callable[..., bytes], int]:
@@ -123,8 +199,9 @@ class FastFUSE(mfusepy.FUSE):
         # A view of libfuse's buffer instead of mfusepy's string_at copy: one memcpy less per MiB written.
         # The view is used only inside this callback, while the buffer is valid.
         data = memoryview((ctypes.c_char * size).from_address(ctypes.cast(buf, ctypes.c_void_p).value or 0)).cast("B")
+        fi = fip.contents
         return self.operations.write(
-            None if path is None else path.decode(self.encoding, self.errors), data, offset, fip.contents.fh
+            None if path is None else path.decode(self.encoding, self.errors), data, offset, fi.fh, bool(fi.writepage)
         )
 
     def release(self, path, fip):  # noqa: D102 - mfusepy's adapter minus its raw_fi branch
@@ -184,4 +261,7 @@ def _direct_if_write_only(fi) -> None:
         fi.direct_io = 1
 
 
-__all__ = ["mfusepy", "FastFUSE", "caller_pid", "current_fuse", "invalidate_path"]
+__all__ = [
+    "FUSE_CREATE", "FUSE_GETATTR", "FUSE_LOOKUP", "FUSE_MKDIR", "KernelNotifier", "after_request", "FastFUSE", "caller_pid", "current_fuse", "inode_notifier",
+    "invalidate_path", "mfusepy", "request_header", "request_nodeid",
+]

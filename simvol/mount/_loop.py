@@ -21,8 +21,10 @@ import errno
 import logging
 import os
 import select
+import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,41 @@ class _FuseBuf(ctypes.Structure):  # struct fuse_buf (fuse_common.h)
 # rest of it is not read here, and the buffer is larger than any version's struct.
 _CMDLINE_OPTS_SIZE = 256
 _MOUNTPOINT_OFFSET = 16
+
+
+# struct fuse_in_header: len u32, opcode u32, unique u64, nodeid u64, … (linux/fuse.h)
+FUSE_LOOKUP = 1  # opcodes (linux/fuse.h)
+FUSE_GETATTR = 3
+FUSE_MKDIR = 9
+FUSE_CREATE = 35
+_FUSE_BUF_IS_FD = 1 << 1
+_serving: list[_FuseBuf] = []  # the buffer of the request being served (FUSE thread only)
+after_request: list[Callable[[], None]] = []  # called on the FUSE thread after each request is answered
+
+
+_HEADER = struct.Struct("=4xI8xQ")  # opcode, nodeid (native byte order, as the kernel writes it)
+_header_view: list[Any] = [0, None]  # (address of libfuse's buffer, a view of its header): allocated once
+
+
+def request_header() -> tuple[int, int]:
+    """(opcode, node id) of the request being served — for LOOKUP, CREATE and MKDIR the node id is the
+    directory's; (0, 0) outside a request. FUSE thread only."""
+    if not _serving:
+        return 0, 0
+    buf = _serving[0]
+    mem = buf.mem
+    if not mem or buf.flags & _FUSE_BUF_IS_FD:
+        return 0, 0
+    if _header_view[0] != mem:
+        _header_view[0] = mem
+        _header_view[1] = (ctypes.c_char * _HEADER.size).from_address(mem)
+    return _HEADER.unpack_from(_header_view[1])  # type: ignore[return-value]
+
+
+def request_nodeid() -> int:
+    """The FUSE node id (the kernel inode) of the request being served; 0 outside a request. FUSE thread
+    only."""
+    return request_header()[1]
 
 
 def spin_ns_from_env() -> int:
@@ -187,6 +224,7 @@ def _run(lib: ctypes.CDLL, se: int, spin_ns: int) -> int:
     poll, now = poller.poll, time.monotonic_ns
     policy = SpinPolicy(spin_ns)
     res = 0
+    _serving[:] = [buf]
     try:
         while not exited(se):
             if policy.should_spin():
@@ -209,7 +247,11 @@ def _run(lib: ctypes.CDLL, se: int, spin_ns: int) -> int:
                 break
             policy.received(now() - started)
             process(se, bufp)
+            if after_request:
+                for hook in after_request:
+                    hook()
     finally:
+        _serving.clear()
         _libc.free(buf.mem)
     if res > 0:
         res = 0

@@ -15,7 +15,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ._fuselib import caller_pid, current_fuse, mfusepy
+from ._fuselib import (
+    FUSE_CREATE,
+    FUSE_GETATTR,
+    FUSE_LOOKUP,
+    FUSE_MKDIR,
+    KernelNotifier,
+    caller_pid,
+    current_fuse,
+    inode_notifier,
+    invalidate_path,
+    mfusepy,
+    after_request,
+    request_header,
+    request_nodeid,
+)
+from .spellings import KernelInodes
 from ..errors import FsOpError
 from ..fat import ATTR_READ_ONLY, FatFileSystem, Node
 
@@ -32,9 +47,14 @@ class Handle:
     writable: bool
     opened: float = field(default_factory=time.time)
     stale: bool = False
+    nodeid: int = 0  # the kernel inode (FUSE node id) it was opened through; 0 until a request shows it
+    append: bool = False  # O_APPEND: every write goes to the end of the file as the daemon knows it
+    alias: bool = False  # opened under other spellings than the stored ones
 
 
 _NS = 1_000_000_000
+_TIMEOUT = 1.0  # seconds the kernel may trust an entry or attributes it was given (stored spellings)
+_NAMES_PARENT = frozenset({FUSE_LOOKUP, FUSE_CREATE, FUSE_MKDIR})  # requests whose node id is the directory
 _MAX_BACKGROUND = 4096
 
 
@@ -61,6 +81,18 @@ class VolumeOps(mfusepy.Operations):
         self._gid = os.getgid()
         self._fuse_ptr: int | None = None
         self._cluster_size = fs.statfs().cluster_size
+        # Each spelling of a name is its own kernel inode with its own cache (spellings.py); outside a FUSE loop
+        # (unit tests) no request has a node id and nothing is notified.
+        self._kinodes = KernelInodes()
+        self._request_nodeid = lambda: 0
+        self._request_header = lambda: (0, 0)
+        self._notifier: KernelNotifier | None = None
+        self._dir_paths: dict[int, str] = {}  # directory's ino → its path in stored spellings ("" for the root)
+        self._dir_nodeids: dict[int, int] = {1: 1}  # directory's ino → the kernel inode of its stored spelling
+        # libfuse's own struct fuse_config: it reads the entry and attribute timeouts for each reply right after
+        # asking for the attributes, so _stat_fields can give an answer about another spelling timeouts of 0.
+        self._config = None
+        self._timeouts_zero = False
 
     # ------------------------------------------------------------ handle table (used by the control thread)
 
@@ -89,17 +121,33 @@ class VolumeOps(mfusepy.Operations):
         with self._engine_lock:
             return sorted({h.path for h in self._handles.values() if not h.is_dir})
 
-    def _new_handle(self, path: str, node: Node, is_dir: bool, writable: bool) -> int:
+    def _new_handle(self, path: str, node: Node, is_dir: bool, writable: bool, nodeid: int = 0,
+                    append: bool = False) -> int:
         if self._refuse_opens:
             raise _err(errno.EBUSY)
         fh = next(self._counter)
-        self._handles[fh] = Handle(fh, caller_pid(), path, node, is_dir, writable)
+        alias = not is_dir and self._stored_path(node) != path
+        self._handles[fh] = Handle(fh, caller_pid(), path, node, is_dir, writable, nodeid=nodeid, append=append,
+                                   alias=alias)
         self._open_nodes[id(node)] = self._open_nodes.get(id(node), 0) + 1
+        if nodeid:
+            self._kinodes.opened(node.ino, nodeid)
         return fh
+
+    def _learn_nodeid(self, h: Handle) -> int:
+        """The kernel inode of a handle whose open did not show it (CREATE names the parent directory)."""
+        if not h.nodeid:
+            nodeid = self._request_nodeid()
+            if nodeid:
+                h.nodeid = nodeid
+                self._kinodes.opened(h.node.ino, nodeid)
+        return h.nodeid
 
     def _drop_handle(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
         if h is not None:
+            if h.nodeid:
+                self._kinodes.closed(h.nodeid)
             k = id(h.node)
             n = self._open_nodes.get(k, 0) - 1
             if n > 0:
@@ -135,10 +183,17 @@ class VolumeOps(mfusepy.Operations):
 
     def init_with_config(self, conn, config) -> None:
         self._fuse_ptr = current_fuse()
+        self._config = config
+        if self._fuse_ptr:
+            self._kinodes.notify = inode_notifier(self._fuse_ptr)
+            self._request_nodeid = request_nodeid
+            self._request_header = request_header
+            self._notifier = KernelNotifier(self._fuse_ptr)
+            after_request.append(self._notifier.settle)
         if config is not None:
             config.kernel_cache = 1  # the daemon is the image's only writer (fuse.md §2.2)
-            config.attr_timeout = 1.0
-            config.entry_timeout = 1.0
+            config.attr_timeout = _TIMEOUT
+            config.entry_timeout = _TIMEOUT
             config.negative_timeout = 0.0  # case-insensitive names: never cache a miss
             # st_ino comes from the engine (Node.ino), not from libfuse's per-name node ids: libfuse numbers each
             # (directory, name) it sees, so "a.txt" and "A.TXT" got two numbers and cp, shutil.move and tar
@@ -169,6 +224,14 @@ class VolumeOps(mfusepy.Operations):
                 node = self._call(self._fs.find, path or "/")
                 if node is None:
                     return -errno.ENOENT
+                parent = node.parent
+                if parent is not None and path and self._stored_dir(parent) + "/" + node.name != path:
+                    self._other_spelling(node)
+                else:
+                    if self._timeouts_zero:
+                        self._set_timeouts(_TIMEOUT)
+                    if parent is not None:
+                        self._note_dir_nodeid(parent)
             st = self._fs.stat_node(node)
             size = st.size
             a_s, a_ns = divmod(st.atime_ns, _NS)
@@ -178,6 +241,64 @@ class VolumeOps(mfusepy.Operations):
             cs = self._cluster_size
             return (st.ino, st.mode, 2 if st.is_dir else 1, size, self._uid, self._gid,
                     (size + cs - 1) // cs * (cs >> 9), 1 << 17, a_s, a_ns, m_s, m_ns, m_s, m_ns)
+
+    def _stored_dir(self, d: Node) -> str:
+        """``d``'s path in stored spellings ("" for the root), cached until a directory is renamed or removed."""
+        p = self._dir_paths.get(d.ino)
+        if p is None:
+            parts = []
+            n: Node | None = d
+            while n is not None and n.parent is not None:
+                parts.append(n.name)
+                n = n.parent
+            p = "/" + "/".join(reversed(parts)) if parts else ""
+            self._dir_paths[d.ino] = p
+        return p
+
+    def _set_timeouts(self, seconds: float) -> None:
+        if self._config is not None:
+            self._config.entry_timeout = self._config.attr_timeout = seconds
+            self._timeouts_zero = seconds == 0
+
+    def _other_spelling(self, node: Node) -> None:
+        """The path being answered names ``node`` with other spellings than the stored ones (case, or an 8.3
+        alias, of the name or of a directory above it). The kernel keeps a separate entry and inode for it
+        (spellings.py); this answer tells it to keep neither the entry nor the attributes, so the next use of
+        that spelling asks again and sees the file as it is then — its size, its times, whether it still exists.
+        (A directory's entry stays in place while a shell sits in it: only its validity runs out.)"""
+        if not self._timeouts_zero:
+            self._set_timeouts(0.0)
+        opcode, nodeid = self._request_header()
+        if opcode == FUSE_GETATTR and not node.is_dir:
+            self._kinodes.seen(node.ino, nodeid)
+
+    def _note_dir_nodeid(self, d: Node) -> None:
+        """Learn the kernel inode of directory ``d``'s stored spelling: a LOOKUP or CREATE under a stored path
+        names it (a node id can change when the kernel forgets the directory, so it is read every time)."""
+        opcode, nodeid = self._request_header()
+        if opcode in _NAMES_PARENT and nodeid:
+            self._dir_nodeids[d.ino] = nodeid
+
+    def _stored_entry(self, node: Node) -> tuple[str, int, str]:
+        """(stored path, parent's ino, stored name) of ``node``: taken before an unlink or rename."""
+        parent = node.parent
+        return self._stored_path(node), parent.ino if parent is not None else 0, node.name
+
+    def _forget_spellings(self, node: Node, path: str, before: tuple[str, int, str]) -> None:
+        """``node`` was deleted or renamed through ``path``; ``before`` is its stored entry until then. What
+        the kernel caches under the node's other spellings is stale: entries under other spellings ask again
+        at their next use (timeouts of 0), the entry under the stored spelling is dropped here — it is cached
+        for the entry timeout and would keep the name alive (open(O_CREAT) would fail with ENOENT)."""
+        if node.is_dir:
+            self._dir_paths.clear()  # every path below it changed
+            self._dir_nodeids.pop(node.ino, None)
+        else:
+            self._kinodes.gone(node.ino)
+        stored_path, parent_ino, stored_name = before
+        if self._notifier is not None and path != stored_path:
+            parent_nodeid = self._dir_nodeids.get(parent_ino)
+            if parent_nodeid:
+                self._notifier.drop_entry(parent_nodeid, stored_name)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         """mfusepy's dict form of ``_stat_fields`` (mfusepy registers the getattr callback by this name; FastFUSE
@@ -252,13 +373,15 @@ class VolumeOps(mfusepy.Operations):
                 self._writable()
                 if node.attr & ATTR_READ_ONLY:
                     raise _err(errno.EACCES)  # Windows: access denied on a read-only file
-            fh = self._new_handle(path, node, False, bool(wants_write))
+            nodeid = self._request_nodeid()
+            fh = self._new_handle(path, node, False, bool(wants_write), nodeid, bool(flags & os.O_APPEND))
             if flags & os.O_TRUNC and node.size:
                 try:
                     self._call(self._fs.truncate_node, node, 0)
                 except BaseException:
                     self._drop_handle(fh)
                     raise
+                self._changed(node, nodeid, path)
             return fh
 
     def create(self, path: str, mode: int, flags: int = 0) -> int:
@@ -268,7 +391,7 @@ class VolumeOps(mfusepy.Operations):
                 raise _err(errno.EBUSY)
             attr = 0 if mode & 0o222 else ATTR_READ_ONLY
             node = self._call(self._fs.create, path, attr)
-            return self._new_handle(path, node, False, True)
+            return self._new_handle(path, node, False, True, append=bool(flags & os.O_APPEND))
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
@@ -277,15 +400,27 @@ class VolumeOps(mfusepy.Operations):
                 # Every READ carries the fh that open/create returned; falling back to the path would hide a
                 # broken fh round trip (fuse.md §1) and bypass the stale check of a forced dismount.
                 raise _err(errno.EIO)
+            if not h.nodeid:
+                self._learn_nodeid(h)  # the pages this read fills belong to that kernel inode
             return self._call(self._fs.read_node, h.node, size, offset)
 
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str, data: bytes, offset: int, fh: int, from_cache: bool = False) -> int:
+        """``from_cache``: the kernel writes back pages of a mapping (FUSE_WRITE_CACHE) — at their offset even
+        through an O_APPEND handle."""
         with self._engine_lock:
             self._writable()
             h = self._handle(fh)
             if h is None or h.is_dir:
                 raise _err(errno.EIO)  # as in read: only the handle open/create returned may write
-            return self._call(self._fs.write_node, h.node, data, offset)
+            if h.append and not from_cache:
+                # The kernel puts an O_APPEND write at the end of the file as its inode knows it; an inode of
+                # another spelling can lag behind writes made through this one (spellings.py).
+                offset = h.node.size
+            n = self._call(self._fs.write_node, h.node, data, offset)
+            self._kinodes.changed(h.node.ino, h.nodeid or self._learn_nodeid(h))
+            if h.alias:
+                self._refresh_stored(h.node)
+            return n
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         """With ``fh`` (ftruncate, or truncate of an open file) the handle's access mode decides, as on
@@ -297,13 +432,17 @@ class VolumeOps(mfusepy.Operations):
                 if not h.writable:
                     raise _err(errno.EBADF)
                 node = h.node
+                nodeid = h.nodeid or self._learn_nodeid(h)
+                path = h.path
             else:
                 if self._all_stale:
                     raise _err(errno.EIO)
                 node = self._call(self._fs.open, path)
                 if node.attr & ATTR_READ_ONLY:
                     raise _err(errno.EACCES)
+                nodeid = self._request_nodeid()  # SETATTR names the inode
             self._call(self._fs.truncate_node, node, length)
+            self._changed(node, nodeid, path)
             return 0
 
     # No flush callback on purpose: the kernel sends FLUSH on every close(2) until the file system answers
@@ -350,7 +489,9 @@ class VolumeOps(mfusepy.Operations):
             node = self._call(self._fs.resolve, path)
             if node.is_dir and id(node) in self._open_nodes:
                 raise _err(errno.EBUSY)  # Windows: a directory open elsewhere cannot be removed
+            before = self._stored_entry(node)
             self._call(self._fs.rmdir, path)
+            self._forget_spellings(node, path, before)
             return 0
 
     def unlink(self, path: str) -> int:
@@ -360,7 +501,9 @@ class VolumeOps(mfusepy.Operations):
             node = self._call(self._fs.resolve, path)
             if self._is_open(node):
                 raise _err(errno.EBUSY)  # Windows sharing violation: an open file cannot be deleted
+            before = self._stored_entry(node)
             self._call(self._fs.unlink, path)
+            self._forget_spellings(node, path, before)
             return 0
 
     def rename(self, old: str, new: str) -> int:
@@ -376,7 +519,13 @@ class VolumeOps(mfusepy.Operations):
                 dst = None
             if dst is not None and dst is not src and self._is_open(dst):
                 raise _err(errno.EBUSY)
+            before = self._stored_entry(src)
+            replaced = dst if dst is not None and dst is not src else None
+            before_replaced = self._stored_entry(replaced) if replaced is not None else None
             self._call(self._fs.rename, old, new)
+            self._forget_spellings(src, old, before)
+            if replaced is not None and before_replaced is not None:
+                self._forget_spellings(replaced, new, before_replaced)
             return 0
 
     def chmod(self, path: str, mode: int) -> int:
@@ -386,6 +535,7 @@ class VolumeOps(mfusepy.Operations):
             attrs = self._call(self._fs.get_attributes, path)
             attrs = (attrs & ~ATTR_READ_ONLY) if mode & 0o222 else (attrs | ATTR_READ_ONLY)
             self._call(self._fs.set_attributes, path, attrs)
+            self._changed_by_path(path)
             return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
@@ -407,7 +557,39 @@ class VolumeOps(mfusepy.Operations):
                 now = time.time_ns()
                 times = (now, now)
             self._call(self._fs.utimens, path, times[0], times[1])
+            self._changed_by_path(path)
             return 0
+
+    def _changed_by_path(self, path: str) -> None:
+        """After a SETATTR by path (chmod, utimens): the other spellings' cached attributes are stale."""
+        node = self._fs.find(path)
+        if node is not None and not node.is_dir:
+            self._changed(node, self._request_nodeid(), path)
+
+    def _changed(self, node: Node, nodeid: int, path: str) -> None:
+        """``node`` changed through kernel inode ``nodeid``, which stands for ``path``."""
+        self._kinodes.changed(node.ino, nodeid)
+        if self._stored_path(node) != path:
+            self._refresh_stored(node)
+
+    def _stored_path(self, node: Node) -> str:
+        parent = node.parent
+        return "/" if parent is None else self._stored_dir(parent) + "/" + node.name
+
+    def _refresh_stored(self, node: Node) -> None:
+        """A change through another spelling: the kernel inode of the stored spelling may hold attributes and
+        pages from its lookup (the table knows only inodes that were opened, read or written). libfuse finds
+        that inode by its path; it is dropped whole unless it is open — then the table has it already."""
+        if self._fuse_ptr is None or self._notifier is None:
+            return
+        stored = self._stored_path(node)
+        open_there = [h for h in self._handles.values() if h.node is node and h.path == stored]
+        if not open_there:
+            invalidate_path(self._fuse_ptr, stored)  # -ENOENT when the kernel has no inode for it
+        elif not any(h.nodeid for h in open_there):
+            # Open, but the table does not know the inode yet (a CREATE names the directory): its pages may
+            # only be dropped off this thread.
+            self._notifier.drop_path(stored)
 
     # FAT has no links, device nodes, FIFOs or sockets. EPERM is what Linux file systems without them answer
     # (vfat: "Operation not permitted"); without these callbacks libfuse answers ENOSYS, which rsync, tar and
@@ -430,3 +612,8 @@ class VolumeOps(mfusepy.Operations):
 
     def destroy(self, path: str) -> None:
         log.debug("destroy")
+        if self._notifier is not None:
+            if self._notifier.settle in after_request:
+                after_request.remove(self._notifier.settle)
+            self._notifier.close()  # before libfuse frees the session it writes to
+            self._notifier = None
