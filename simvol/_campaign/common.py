@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import selectors
@@ -79,6 +80,26 @@ def fsck(image: str, region_size: int | None = None) -> tuple[bool, str]:
     out = r.stdout + r.stderr
     clean = r.returncode == 0 and "differences between boot sector and its backup" not in out
     return clean, out
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def mtools_sha256(image: str, path: str) -> tuple[str | None, str]:
+    """(SHA-256 of file ``path`` as mtools reads it straight from ``image``, "") or (None, mcopy's error): a
+    reader of FAT that shares none of simvol's code."""
+    with tempfile.TemporaryDirectory(prefix="simvol-mcopy-") as tmp:
+        out = os.path.join(tmp, "f")
+        r = run_cmd(["mcopy", "-n", "-i", image, "::/" + path.lstrip("/"), out], timeout=120,
+                    env={"MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"})
+        if r.returncode != 0:
+            return None, f"mcopy ::/{path.lstrip('/')} exited {r.returncode}: {r.stderr.strip()}"
+        return sha256_file(out), ""
 
 
 def have_fsck() -> bool:

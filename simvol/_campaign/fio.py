@@ -19,7 +19,6 @@ the reliability suite runs one small round.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ..errors import VdsError
 from ..service import VolumeService
-from .common import LogWatch, fsck, run_cmd
+from .common import LogWatch, fsck, mtools_sha256, run_cmd, sha256_file
 
 DEFAULT_SEED = 1_470_000
 MiB = 1 << 20
@@ -101,23 +100,6 @@ def _fio(job: str, *extra: str, timeout: float) -> tuple[dict | None, str]:
     return report, ""
 
 
-def _sha_through_mount(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _sha_by_mtools(image: str, name: str) -> tuple[str | None, str]:
-    env = {"MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"}
-    with tempfile.NamedTemporaryFile(prefix="simvol-fio-mcopy-") as out:
-        r = run_cmd(["mcopy", "-n", "-i", image, f"::/{name}", out.name], timeout=120, env=env)
-        if r.returncode != 0:
-            return None, f"mcopy ::/{name} exited {r.returncode}: {r.stderr.strip()}"
-        return _sha_through_mount(out.name), ""
-
-
 def run_round(root: str, index: int, seed: int, *, size_mb: int = 8, timeout: float = 600.0) -> RoundResult:
     """One round on ``root``: create a volume, fio write+verify, dismount, fsck, remount, verify again, mtools."""
     t0 = time.monotonic()
@@ -155,13 +137,13 @@ def run_round(root: str, index: int, seed: int, *, size_mb: int = 8, timeout: fl
         else:
             res.verified_again = sum(j["read"]["io_bytes"] for j in report["jobs"])
 
-        digests = {name: _sha_through_mount(os.path.join(vol.mount_path, f"{name}.dat")) for name in JOBS}
+        digests = {name: sha256_file(os.path.join(vol.mount_path, f"{name}.dat")) for name in JOBS}
         vol.dismount()
         clean, text = fsck(vol.image)
         if not clean:
             res.violations.append(f"fsck.fat -n after the final dismount:\n{text[-3000:]}")
         for name, want in digests.items():
-            got, err = _sha_by_mtools(vol.image, f"{name}.dat")
+            got, err = mtools_sha256(vol.image, f"{name}.dat")
             if got is None:
                 res.violations.append(err)
             elif got != want:

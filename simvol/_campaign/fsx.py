@@ -32,7 +32,6 @@ import mmap
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -402,7 +401,7 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
 
     from ..errors import VdsError
     from ..service import VolumeService
-    from .common import LogWatch, fsck, kill_group, read_line, run_cmd
+    from .common import LogWatch, fsck, kill_group, mtools_sha256, read_line
 
     t0 = time.monotonic()
     res = FsxResult(index, seed)
@@ -453,19 +452,14 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
         clean, text = fsck(vol.image)
         if not clean:
             res.violations.append(f"fsck.fat -n after the last phase:\n{text[-3000:]}")
-        with tempfile.TemporaryDirectory(prefix="simvol-fsx-mcopy-") as tmp:
-            for name, want in sorted(files.items()):
-                out = os.path.join(tmp, "f")
-                r = run_cmd(["mcopy", "-n", "-i", vol.image, "::/" + name, out], timeout=120,
-                            env={"MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"})
-                if r.returncode != 0:
-                    res.violations.append(f"mcopy ::/{name}: exited {r.returncode}: {r.stderr.strip()}")
-                    continue
-                with open(out, "rb") as f:
-                    if hashlib.sha256(f.read()).hexdigest() != want:
-                        res.violations.append(f"mtools reads {name} differently from the model")
-                    else:
-                        res.files += 1
+        for name, want in sorted(files.items()):
+            got, err = mtools_sha256(vol.image, name)
+            if got is None:
+                res.violations.append(err)
+            elif got != want:
+                res.violations.append(f"mtools reads {name} differently from the model")
+            else:
+                res.files += 1
         res.violations += [f"traceback in a daemon log: {t}" for t in watch.new_tracebacks()]
     except VdsError as e:
         res.violations.append(f"VdsError {e.code}: {e}")
