@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from simvol._campaign.common import read_line, stop_process
+from tests.support.processes import read_line, stop_process
 from simvol.errors import code_name
 from simvol.mount import cleanup_stale, simvol_mounts
 from simvol.types import VolumeFlag

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from simvol._campaign.common import read_line, stop_process, wait_until
+from tests.support.processes import read_line, stop_process, wait_until
 from simvol.fat import format_volume
 from simvol.image import Image, create_image
 from simvol.mount import (

@@ -29,7 +29,7 @@ WITH_NTFS = {"mnt_seq_write_ntfs", "mnt_seq_read_ntfs", "mnt_creates", "mnt_crea
 def test_quick_bench_reports_every_metric(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run(
-        [sys.executable, "-m", "simvol._bench", "--quick", "-q", "--format", "text", "--json", str(out),
+        [sys.executable, "-m", "tools.bench", "--quick", "-q", "--format", "text", "--json", str(out),
          "--dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )

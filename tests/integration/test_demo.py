@@ -1,4 +1,4 @@
-"""The narrated demo (``scripts/demo`` → ``python -m simvol._demo``) run end to end, as a user would run it."""
+"""The narrated demo (``scripts/demo`` → ``python -m tools.demo``) run end to end, as a user would run it."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import pytest
 
 from simvol.mount import cleanup_stale, simvol_mounts
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.mark.fuse
 def test_demo_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
     # a short root: the volumes' control sockets live at ROOT/run/{GUID}.sock (AF_UNIX paths ≤ 107 bytes)
     root = tmp_path_factory.mktemp("demo") / "root"
     try:
-        r = subprocess.run([sys.executable, "-m", "simvol._demo", "--root", str(root)], capture_output=True,
-                           text=True, timeout=300, stdin=subprocess.DEVNULL)
+        r = subprocess.run([sys.executable, "-m", "tools.demo", "--root", str(root)], capture_output=True,
+                           text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=REPO)  # as scripts/demo runs it
         assert r.returncode == 0, f"demo failed (exit {r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
         lines = r.stdout.strip().splitlines()
         assert lines[-1].startswith("All ") and lines[-1].endswith("steps behaved as Windows does."), lines[-1]

@@ -74,7 +74,7 @@ def test_gnu_mv_case_only_rename_is_refused_without_loss(mounted_volume):
 
 
 # ------------------------------------------------------------------ 1b. every spelling sees the same data
-# Found by the model-based exerciser (simvol._campaign.fsx): the kernel keeps one inode per spelling it has looked
+# Found by the model-based exerciser (tools.campaign.fsx): the kernel keeps one inode per spelling it has looked
 # up, each with its own page cache and attributes (docs/behaviour.md, "Other spellings of a name").
 
 SPELLINGS = r"""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import fatoracle as O
+from tests.support import fatoracle as O
 from simvol.fat import ATTR_ARCHIVE, ATTR_HIDDEN, ATTR_READ_ONLY, ATTR_SYSTEM, FatFileSystem
 
 MiB = 1 << 20

@@ -1,6 +1,6 @@
 """Crash consistency through the mount: SIGKILL the daemon under a workload; nothing fsynced may be lost.
 
-Each trial (``simvol._campaign.crash.run_trial``) creates a volume through the service, runs a workload in
+Each trial (``tools.campaign.crash.run_trial``) creates a volume through the service, runs a workload in
 another process against the mount point — write-once files that are recorded (path + SHA-256, in a fsynced
 side file on the host) only once their ``fsync``/``fdatasync`` (or rename + fsync of the file or of its
 directory) returned, among churning files and directories that are created, written, left open, truncated,
@@ -25,7 +25,7 @@ import sys
 
 import pytest
 
-from simvol._campaign.crash import DEFAULT_SEED, run_trial
+from tools.campaign.crash import DEFAULT_SEED, run_trial
 from simvol.mount import DaemonClient, read_pidfile, wait_gone
 from simvol.service import VolumeService
 

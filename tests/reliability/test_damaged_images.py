@@ -1,7 +1,7 @@
 """Damaged images: every mutation works or fails with a clear ``VdsError`` — and harms nothing else.
 
 ``test_damage_sample`` runs ``SIMVOL_DAMAGE_MUTATIONS`` (default 40) mutations of the campaign
-(``simvol._campaign.damage``): valid images with content, made through the service, are copied and damaged —
+(``tools.campaign.damage``): valid images with content, made through the service, are copied and damaged —
 boot sector, FSInfo, both FATs, directory clusters, the metadata trailer (also slots with a valid CRC and a
 hostile payload), truncation, extension, zeroed ranges, combinations — then attached (every fourth through
 ``simvol --json attach``), walked and read through the mount, written to, checked, dismounted, repaired,
@@ -27,8 +27,8 @@ import time
 
 import pytest
 
-from simvol._campaign.common import daemons_of
-from simvol._campaign.damage import DEFAULT_SEED, run_campaign
+from tests.support.processes import daemons_of
+from tools.campaign.damage import DEFAULT_SEED, run_campaign
 from simvol.errors import ImageFormatError, VdsError
 from simvol.fat import FatFileSystem, check, format_volume
 from simvol.image import Image, create_image, read_metadata
@@ -343,6 +343,6 @@ def test_campaign_results_are_json(tmp_path):
     """The campaign's --json output stays serializable (docs/reliability.md figures come from it)."""
     from dataclasses import asdict
 
-    from simvol._campaign.damage import MutationResult
+    from tools.campaign.damage import MutationResult
 
     json.dumps(asdict(MutationResult(0, 1, base="tree", mutation="zero boot 4B", steps={"attach": {"ok": True}})))

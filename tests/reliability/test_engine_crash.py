@@ -31,10 +31,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-import fatoracle as O  # noqa: E402
-from simvol.fat import FatFileSystem, check  # noqa: E402
+from tests.support import fatoracle as O
+from simvol.fat import FatFileSystem, check
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("SIMVOL_CRASH_TRIALS", "10"))

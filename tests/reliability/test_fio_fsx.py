@@ -1,10 +1,10 @@
 """Programs nobody here wrote check the data path: fio's crc32c verification and a model-based exerciser.
 
-- fio (``simvol._campaign.fio``): four concurrent jobs — sequential, random with odd block sizes, mmap and
+- fio (``tools.campaign.fio``): four concurrent jobs — sequential, random with odd block sizes, mmap and
   O_DIRECT through libaio — write blocks with crc32c headers through a real mount; fio verifies them, then
   again after a safe dismount (``fsck.fat -n`` clean) and a remount; mtools reads each file from the image and
   must agree with the mount.
-- fsx-like (``simvol._campaign.fsx``): a separate process issues random open/read/write/truncate/mmap/rename/
+- fsx-like (``tools.campaign.fsx``): a separate process issues random open/read/write/truncate/mmap/rename/
   unlink calls and compares every answer with an in-memory model, with a dismount + fsck + remount between
   phases; mtools must read the model's final contents from the image.
 
@@ -18,10 +18,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from simvol._campaign import fio, fsx
+from tools.campaign import fio, fsx
 from simvol.service import VolumeService
 
 pytestmark = [
@@ -30,6 +31,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("mcopy") is None, reason="mtools is not installed"),
 ]
 
+REPO = Path(__file__).resolve().parents[2]
 FIO_ROUNDS = int(os.environ.get("SIMVOL_FIO_ROUNDS", "1"))
 FSX_TRIALS = int(os.environ.get("SIMVOL_FSX_TRIALS", "2"))
 FSX_OPS = int(os.environ.get("SIMVOL_FSX_OPS", "2000"))
@@ -75,7 +77,7 @@ def test_random_calls_agree_with_the_model(root, index, aliases):
 
 
 def _run_py(mount_path: str, code: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MP=mount_path, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, MP=mount_path, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True, timeout=120)
 
 
@@ -91,7 +93,7 @@ def test_the_model_catches_a_wrong_answer(volume):
     # model's back is reported at the next check, with the operations that led to it.
     code = (
         "import os, sys\n"
-        "from simvol._campaign.fsx import Exerciser, Mismatch\n"
+        "from tools.campaign.fsx import Exerciser, Mismatch\n"
         "mp = os.environ['MP']\n"
         "os.makedirs(os.path.join(mp, 'sub'), exist_ok=True)\n"
         "ex = Exerciser(mp, 7, aliases=False)\n"

@@ -30,7 +30,7 @@ import time
 import psutil
 import pytest
 
-from simvol._campaign.common import daemons_of
+from tests.support.processes import daemons_of
 from simvol.errors import S_OK
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from simvol._campaign.common import daemons_of, read_line, stop_process
+from tests.support.processes import daemons_of, read_line, stop_process
 from simvol.errors import VdsError
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +13,9 @@ from simvol.fat import FatFileSystem, check
 from simvol.fat.layout import parse_boot_sector, parse_fsinfo
 from simvol.fat.names import lfn_slots
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-from fatoracle import fsck_clean  # noqa: E402
-from fatoracle import fsck as fsck_run  # noqa: E402
-from fatoracle import make_volume as make_image  # noqa: E402
+from tests.support.fatoracle import fsck_clean
+from tests.support.fatoracle import fsck as fsck_run
+from tests.support.fatoracle import make_volume as make_image
 
 MiB = 1 << 20
 EOC = 0x0FFFFFFF

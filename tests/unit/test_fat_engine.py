@@ -11,9 +11,7 @@ import random
 import stat as stat_mod
 import struct
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,10 +27,8 @@ from simvol.fat import (
 from simvol.fat.dirent import decode_time
 from simvol.fat.layout import parse_boot_sector, parse_fsinfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-from fatoracle import check_clean, expect_errno, fsck_clean  # noqa: E402
-from fatoracle import make_volume as make_image  # noqa: E402
+from tests.support.fatoracle import check_clean, expect_errno, fsck_clean
+from tests.support.fatoracle import make_volume as make_image
 
 FSCK = "/usr/sbin/fsck.fat"
 MiB, GiB = 1 << 20, 1 << 30

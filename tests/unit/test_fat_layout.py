@@ -6,8 +6,6 @@ import os
 import random
 import struct
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -30,10 +28,8 @@ from simvol.fat.layout import (
     plan_format,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-from fatoracle import fsck_clean  # noqa: E402
-from fatoracle import make_volume as make_image  # noqa: E402
+from tests.support.fatoracle import fsck_clean
+from tests.support.fatoracle import make_volume as make_image
 
 MKFS = "/usr/sbin/mkfs.fat"
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40

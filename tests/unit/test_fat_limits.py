@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +13,9 @@ from simvol.errors import FsOpError
 from simvol.fat import MAX_FILE_SIZE, FatFileSystem
 from simvol.fat.layout import parse_fsinfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-from fatoracle import check_clean, expect_errno  # noqa: E402
-from fatoracle import fsck as fsck_run  # noqa: E402
-from fatoracle import make_volume as make_image  # noqa: E402
+from tests.support.fatoracle import check_clean, expect_errno
+from tests.support.fatoracle import fsck as fsck_run
+from tests.support.fatoracle import make_volume as make_image
 
 MiB, GiB = 1 << 20, 1 << 30
 FOUR_GIB = 1 << 32

@@ -11,8 +11,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -22,10 +20,8 @@ from simvol.errors import FsOpError
 from simvol.fat import FatFileSystem
 from simvol.fat import names as N
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-from fatoracle import fsck_clean  # noqa: E402
-from fatoracle import make_volume as make_image  # noqa: E402
+from tests.support.fatoracle import fsck_clean
+from tests.support.fatoracle import make_volume as make_image
 
 MiB = 1 << 20
 

@@ -13,20 +13,16 @@ import errno
 import os
 import random
 import shutil
-import sys
 import tempfile
 import warnings
-from pathlib import Path
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-
-import fatoracle as O  # noqa: E402
-from simvol.fat import FatFileSystem, check  # noqa: E402
+from tests.support import fatoracle as O
+from simvol.fat import FatFileSystem, check
 
 VOLUME = 40 << 20
 CLUSTER = 512

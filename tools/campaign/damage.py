@@ -42,13 +42,13 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..errors import VdsError
-from ..fat import FatFileSystem
-from ..image import Image, read_metadata
-from ..image.trailer import HEADER_SIZE, MAGIC, SLOT_SIZE, TRAILER_SIZE, encode_slot
-from ..mount import daemon_alive, read_pidfile
-from ..service import VolumeService
-from ..types import VolumeFlag
+from simvol.errors import VdsError
+from simvol.fat import FatFileSystem
+from simvol.image import Image, read_metadata
+from simvol.image.trailer import HEADER_SIZE, MAGIC, SLOT_SIZE, TRAILER_SIZE, encode_slot
+from simvol.mount import daemon_alive, read_pidfile
+from simvol.service import VolumeService
+from simvol.types import VolumeFlag
 from .common import LogWatch, daemons_of, fsck, leftover_mounts, rmtree_quiet, run_cmd, run_py
 
 MiB = 1 << 20
@@ -167,7 +167,7 @@ def _sha(path: str) -> str:
 
 def make_bases(root: str, log=print) -> list[BaseImage]:
     """Create, populate (through the mount), dismount and detach the base images; all must fsck clean."""
-    from ..fat import minimum_format_size
+    from simvol.fat import minimum_format_size
 
     setup = os.path.join(root, "setup")
     out_dir = os.path.join(root, "bases")

@@ -1,4 +1,4 @@
-"""``python -m simvol._bench`` (what ``scripts/bench`` runs): measure simvol against its peers and print a table.
+"""``python -m tools.bench`` (what ``scripts/bench`` runs): measure simvol against its peers and print a table.
 
 Exit status: 0 when everything was measured (even if a target is missed — it is a measurement; FAILs are
 printed clearly), 1 when a measurement could not run or, with ``--strict``, when a target is missed,

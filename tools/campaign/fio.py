@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import VdsError
-from ..service import VolumeService
+from simvol.errors import VdsError
+from simvol.service import VolumeService
 from .common import LogWatch, fsck, mtools_sha256, run_cmd, sha256_file
 
 DEFAULT_SEED = 1_470_000

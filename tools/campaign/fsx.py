@@ -1,6 +1,6 @@
 """A model-based file exerciser through a real mount, in the spirit of xfstests' fsx (which is not copied here).
 
-A separate process (``python -m simvol._campaign.fsx DIR SEED OPS PHASES``) issues random system calls against
+A separate process (``python -m tools.campaign.fsx DIR SEED OPS PHASES``) issues random system calls against
 files in ``DIR`` — open/create (any spelling of the name, sometimes ``O_TRUNC`` or ``O_APPEND``), ``pread``,
 ``pwrite`` past the end (holes), ``ftruncate`` and ``truncate`` up and down, ``mmap`` writes with and without
 ``msync``, ``fsync``, ``close``, ``rename`` (also over another file and case-only), ``unlink``, ``stat`` and
@@ -399,8 +399,8 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
     phases, then compare the image (read by mtools) with the model."""
     import subprocess
 
-    from ..errors import VdsError
-    from ..service import VolumeService
+    from simvol.errors import VdsError
+    from simvol.service import VolumeService
     from .common import LogWatch, fsck, kill_group, mtools_sha256, read_line
 
     t0 = time.monotonic()
@@ -412,9 +412,11 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
     proc = None
     try:
         vol = svc.create_volume(64 * MiB, label="FSX")
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        # The exerciser is this module, run from the checkout's root (tools/ is not installed).
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=repo)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "simvol._campaign.fsx", vol.mount_path, str(seed), str(ops), str(phases),
+            [sys.executable, "-m", "tools.campaign.fsx", vol.mount_path, str(seed), str(ops), str(phases),
              "aliases" if aliases else "stored"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/", env=env,
             start_new_session=True,

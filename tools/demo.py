@@ -88,7 +88,7 @@ def _reset(root: Path) -> None:
     if root.exists():
         subprocess.run([sys.executable, "-m", "simvol", "--root", str(root), "down", "--force"],
                        capture_output=True, timeout=120)
-        from .mount import cleanup_stale, simvol_mounts
+        from simvol.mount import cleanup_stale, simvol_mounts
 
         for entry in simvol_mounts(str(root)):
             cleanup_stale(entry.mountpoint)

@@ -37,9 +37,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..errors import VdsError
-from ..mount import daemon_alive, read_pidfile, wait_gone
-from ..service import VolumeService
+from simvol.errors import VdsError
+from simvol.mount import daemon_alive, read_pidfile, wait_gone
+from simvol.service import VolumeService
 from .common import LogWatch, fsck, kill_group, run_py
 
 MiB = 1 << 20
@@ -485,7 +485,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         if new is None or not daemon_alive(new) or new.pid == info.pid:
             res.violations.append(f"no new daemon after recovery ({new})")
             return res
-        from ..mount import DaemonClient
+        from simvol.mount import DaemonClient
 
         res.repaired = sorted({p["kind"] for p in DaemonClient(new.socket).status()["repaired"]})
         if "dirty" not in res.repaired and not (killer is not None and killer.killed):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psutil
 
-from ..mount import find_mount, simvol_mounts
-from ..mount.mountinfo import unmount
+from simvol.mount import find_mount, simvol_mounts
+from simvol.mount.mountinfo import unmount
 
 
 @dataclass
@@ -200,26 +200,6 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
     finally:
         sel.close()
     return proc.stdout.readline()
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Kill ``proc`` if it still runs and reap it (its pipes closed); never raises."""
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.communicate(timeout=10)
-    except (subprocess.TimeoutExpired, ValueError, OSError):
-        pass
-
-
-def wait_until(pred, timeout: float = 5.0, interval: float = 0.02):
-    """Poll ``pred()`` until it is truthy or ``timeout`` seconds passed; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 def rmtree_quiet(path: str | Path) -> None:

@@ -1,7 +1,7 @@
-"""Narrated demo of the FAT32 engine alone (no FUSE, no VDS): ``python -m simvol._engine_demo``.
+"""Narrated demo of the FAT32 engine alone (no FUSE, no VDS): ``python -m tools.engine_demo``.
 
 The engine on its own, for someone who wants to see the FAT32 layer work without FUSE (``scripts/demo`` runs the
-full VDS demo, ``simvol._demo``). It makes a sparse 256 MiB image in ``images/demo/``
+full VDS demo, ``tools.demo``). It makes a sparse 256 MiB image in ``images/demo/``
 of the checkout (made afresh on every run and left there to inspect; a temporary directory, removed at the end,
 when that is not writable), formats it with the label SIMVOL, writes a long-named file, a nested directory and
 a 3 MiB file, reads everything back, closes the file system cleanly, and then lets tools nobody here wrote judge
@@ -127,7 +127,7 @@ def _indent(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m simvol._engine_demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.engine_demo", description=__doc__.split("\n\n")[0])
     p.parse_args(argv)
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:

@@ -1,4 +1,4 @@
-"""``python -m simvol._campaign`` (what ``scripts/campaign`` runs).
+"""``python -m tools.campaign`` (what ``scripts/campaign`` runs).
 
     scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--dir DIR] [--keep-failed DIR]
     scripts/campaign damage [--mutations N] [--seed S] [--workers N] [--timeout SEC] [--dir DIR] [--keep-failed DIR]

@@ -5,7 +5,7 @@ Private to the project (not part of the public API). A *suite* is a module in th
 ``run`` gets a :class:`Context` (scratch directory, sizes, repeat count, a logger) and returns
 :class:`Metric` rows; ``report`` prints them next to each other with ratios, targets and verdicts.
 
-To add a suite (the FUSE mount suite, for example): write ``simvol/_bench/NAME.py`` with
+To add a suite (the FUSE mount suite, for example): write ``tools/bench/NAME.py`` with
 ``SUITE = Suite("NAME", "what it measures", run)``, and append ``"NAME"`` to :data:`SUITE_NAMES`.
 """
 

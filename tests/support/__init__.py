@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: ``fatoracle`` (dosfstools and mtools as oracles)."""
