@@ -27,6 +27,8 @@ from .errors import (
     ImageInUseError,
     ImageSizeError,
     ImageVersionError,
+    InternalError,
+    RegistryError,
     SimvolError,
     UnsupportedFileSystemError,
     InvalidArgumentError,
@@ -42,6 +44,7 @@ from .errors import (
     VolumeHasPathError,
     VolumeInUseError,
     VolumeNotOnlineError,
+    as_vds_error,
     code_name,
 )
 from .types import (
@@ -62,7 +65,9 @@ def __getattr__(name: str) -> Any:
     if name in ("Volume", "VolumeService"):
         from . import service
 
-        return getattr(service, name)
+        obj = getattr(service, name)
+        obj.__module__ = __name__  # shown and pickled as simvol.Volume / simvol.VolumeService, as exported
+        return obj
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
@@ -93,12 +98,14 @@ __all__ = [
     "InvalidDriveLetterError",
     "InvalidArgumentError",
     "VolumeNotOnlineError",
+    "InternalError",
     "HRESULTS",
     "HRESULT_FROM_WIN32",
     "S_OK",
     "SUCCEEDED",
     "FAILED",
     "code_name",
+    "as_vds_error",
     "SimvolError",
     "ImageError",
     "ImageInUseError",
@@ -110,4 +117,12 @@ __all__ = [
     "UnsupportedFileSystemError",
     "FormatError",
     "FsOpError",
+    "RegistryError",
 ]
+
+# The public classes present themselves as simvol's (repr, tracebacks, pickles), wherever they are defined.
+for _name in __all__:
+    _obj = globals().get(_name)
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

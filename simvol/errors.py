@@ -1,17 +1,39 @@
-"""simvol's exception hierarchy.
+"""simvol's exception hierarchy: every exception simvol raises on purpose, in one tree.
 
-Every exception simvol raises on purpose derives from :class:`SimvolError`.
-Each carries structured fields (the path involved, the errno where one fits) so
-callers never have to parse messages, in the manner of psutil's errors.
+Each carries structured fields (the path involved, the errno or HRESULT, the holders of a volume) so callers never
+parse messages, in the manner of psutil's errors::
 
-Layers:
+    SimvolError
+    ├── ImageError (path)                       the image container, simvol.image
+    │   ├── ImageInUseError (pid)               another process holds the image's lock
+    │   ├── ImageFormatError                    not a simvol image, or a damaged trailer
+    │   │   └── ImageVersionError               written by a newer simvol
+    │   ├── ImageAccessError                    missing, a directory, read-only, permission denied
+    │   └── ImageSizeError                      an impossible size
+    ├── FileSystemError                         the FAT32 engine, simvol.fat
+    │   ├── UnsupportedFileSystemError          not FAT32, or too damaged to open
+    │   └── FormatError (reason)                a format FAT32 cannot satisfy
+    ├── FsOpError (errno, filename)  + OSError  a file operation the engine refuses (what a program sees)
+    ├── RegistryError (path)                    a root's registry that cannot be used
+    └── VdsError (hresult, code, holders, path, volume)  + OSError   a VDS call failed
+        ├── VolumeInUseError                    VDS_E_DEVICE_IN_USE
+        ├── TemporarilyDismountedError          VDS_E_VOLUME_TEMPORARILY_DISMOUNTED
+        ├── PermanentlyDismountedError          VDS_E_VOLUME_PERMANENTLY_DISMOUNTED
+        ├── VolumeHasPathError                  VDS_E_VOLUME_HAS_PATH
+        ├── NotSupportedError                   VDS_E_NOT_SUPPORTED
+        ├── ObjectNotFoundError                 VDS_E_OBJECT_NOT_FOUND
+        ├── ObjectExistsError                   VDS_E_OBJECT_EXISTS
+        ├── AccessPathNotFoundError             VDS_E_PATH_NOT_FOUND
+        ├── DriveLetterNotFreeError             VDS_E_DRIVE_LETTER_NOT_FREE
+        ├── InvalidDriveLetterError             VDS_E_INVALID_DRIVE_LETTER
+        ├── VolumeNotOnlineError                VDS_E_VOLUME_NOT_ONLINE
+        ├── OperationDeniedError                VDS_E_OPERATION_DENIED
+        ├── ObjectStatusFailedError             VDS_E_OBJECT_STATUS_FAILED
+        ├── InvalidArgumentError                E_INVALIDARG
+        └── InternalError                       VDS_E_INTERNAL_ERROR
 
-* :class:`ImageError` and subclasses: the image container (``simvol.image``).
-* :class:`FileSystemError` and subclasses: the FAT32 engine (``simvol.fat``).
-* :class:`FsOpError`: a file operation refused by the engine; it is an
-  :class:`OSError` whose ``errno`` is what a Linux program sees at the mount.
-
-The VDS layer adds ``VdsError`` (an ``OSError`` with ``.hresult``) on top.
+Every other HRESULT is a plain :class:`VdsError` (``vds_error`` picks the most specific class for a code).
+:func:`as_vds_error` is the one place a failure becomes an HRESULT.
 """
 
 from __future__ import annotations
@@ -114,6 +136,20 @@ class FsOpError(SimvolError, OSError):
         return (self.__class__, (self.errno, self.filename, self.detail))
 
 
+# --------------------------------------------------------------------------- registry
+
+
+class RegistryError(SimvolError):
+    """The registry of a root (``ROOT/simvol.db``) cannot be used as it is; ``path`` names it."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self):
+        return (self.__class__, (self.args[0], self.path))
+
+
 def fs_error(err: int, path: str | None = None, detail: str | None = None) -> FsOpError:
     """Shorthand used throughout the engine: ``raise fs_error(errno.ENOENT, path)``."""
     return FsOpError(err, path, detail)
@@ -132,6 +168,7 @@ __all__ = [
     "FormatError",
     "FsOpError",
     "fs_error",
+    "RegistryError",
 ]
 
 
@@ -298,41 +335,116 @@ def _rebuild_vds_error(cls, hresult, message, holders, path, volume):  # type: i
     return cls(hresult, message, holders=holders, path=path, volume=volume)
 
 
-_SUBCLASSES: dict[int, type[VdsError]] = {}
+# One subclass per HRESULT a caller may want to catch by type; ``vds_error`` picks the most specific one.
 
 
-def _sub(name: str, code: str, doc: str) -> type[VdsError]:
-    cls = type(name, (VdsError,), {"__doc__": doc, "hresult_default": HRESULTS[code]})
-    cls.__module__ = __name__
-    _SUBCLASSES[HRESULTS[code]] = cls
-    return cls
+class VolumeInUseError(VdsError):
+    """The volume is in use; ``holders`` names the processes. (VDS_E_DEVICE_IN_USE)"""
+
+    hresult_default = HRESULTS["VDS_E_DEVICE_IN_USE"]
 
 
-VolumeInUseError = _sub("VolumeInUseError", "VDS_E_DEVICE_IN_USE", "The volume is in use; ``holders`` names the processes.")
-TemporarilyDismountedError = _sub(
-    "TemporarilyDismountedError", "VDS_E_VOLUME_TEMPORARILY_DISMOUNTED", "The volume is already dismounted temporarily."
-)
-PermanentlyDismountedError = _sub(
-    "PermanentlyDismountedError", "VDS_E_VOLUME_PERMANENTLY_DISMOUNTED", "The volume is permanently dismounted."
-)
-VolumeHasPathError = _sub("VolumeHasPathError", "VDS_E_VOLUME_HAS_PATH", "The volume still has an access path.")
-NotSupportedError = _sub("NotSupportedError", "VDS_E_NOT_SUPPORTED", "The operation is not supported by this volume.")
-ObjectNotFoundError = _sub("ObjectNotFoundError", "VDS_E_OBJECT_NOT_FOUND", "No volume matches the selector.")
-ObjectExistsError = _sub("ObjectExistsError", "VDS_E_OBJECT_EXISTS", "The object already exists.")
-AccessPathNotFoundError = _sub("AccessPathNotFoundError", "VDS_E_PATH_NOT_FOUND", "Not an access path of this volume.")
-DriveLetterNotFreeError = _sub("DriveLetterNotFreeError", "VDS_E_DRIVE_LETTER_NOT_FREE", "The drive letter is taken.")
-InvalidDriveLetterError = _sub("InvalidDriveLetterError", "VDS_E_INVALID_DRIVE_LETTER", "Not a valid drive letter.")
-VolumeNotOnlineError = _sub("VolumeNotOnlineError", "VDS_E_VOLUME_NOT_ONLINE", "The volume is offline.")
-OperationDeniedError = _sub("OperationDeniedError", "VDS_E_OPERATION_DENIED", "Refused on a system/boot/pagefile volume.")
-ObjectStatusFailedError = _sub("ObjectStatusFailedError", "VDS_E_OBJECT_STATUS_FAILED", "The volume's image failed.")
-InvalidArgumentError = _sub("InvalidArgumentError", "E_INVALIDARG", "A bad argument.")
-InternalError = _sub("InternalError", "VDS_E_INTERNAL_ERROR", "An unexpected daemon or registry failure.")
+class TemporarilyDismountedError(VdsError):
+    """The volume is already dismounted temporarily. (VDS_E_VOLUME_TEMPORARILY_DISMOUNTED)"""
+
+    hresult_default = HRESULTS["VDS_E_VOLUME_TEMPORARILY_DISMOUNTED"]
+
+
+class PermanentlyDismountedError(VdsError):
+    """The volume is permanently dismounted. (VDS_E_VOLUME_PERMANENTLY_DISMOUNTED)"""
+
+    hresult_default = HRESULTS["VDS_E_VOLUME_PERMANENTLY_DISMOUNTED"]
+
+
+class VolumeHasPathError(VdsError):
+    """The volume still has an access path. (VDS_E_VOLUME_HAS_PATH)"""
+
+    hresult_default = HRESULTS["VDS_E_VOLUME_HAS_PATH"]
+
+
+class NotSupportedError(VdsError):
+    """The operation is not supported by this volume. (VDS_E_NOT_SUPPORTED)"""
+
+    hresult_default = HRESULTS["VDS_E_NOT_SUPPORTED"]
+
+
+class ObjectNotFoundError(VdsError):
+    """No volume matches the selector. (VDS_E_OBJECT_NOT_FOUND)"""
+
+    hresult_default = HRESULTS["VDS_E_OBJECT_NOT_FOUND"]
+
+
+class ObjectExistsError(VdsError):
+    """The object already exists. (VDS_E_OBJECT_EXISTS)"""
+
+    hresult_default = HRESULTS["VDS_E_OBJECT_EXISTS"]
+
+
+class AccessPathNotFoundError(VdsError):
+    """Not an access path of this volume. (VDS_E_PATH_NOT_FOUND)"""
+
+    hresult_default = HRESULTS["VDS_E_PATH_NOT_FOUND"]
+
+
+class DriveLetterNotFreeError(VdsError):
+    """The drive letter is taken. (VDS_E_DRIVE_LETTER_NOT_FREE)"""
+
+    hresult_default = HRESULTS["VDS_E_DRIVE_LETTER_NOT_FREE"]
+
+
+class InvalidDriveLetterError(VdsError):
+    """Not a valid drive letter. (VDS_E_INVALID_DRIVE_LETTER)"""
+
+    hresult_default = HRESULTS["VDS_E_INVALID_DRIVE_LETTER"]
+
+
+class VolumeNotOnlineError(VdsError):
+    """The volume is offline. (VDS_E_VOLUME_NOT_ONLINE)"""
+
+    hresult_default = HRESULTS["VDS_E_VOLUME_NOT_ONLINE"]
+
+
+class OperationDeniedError(VdsError):
+    """Refused on a system/boot/pagefile volume. (VDS_E_OPERATION_DENIED)"""
+
+    hresult_default = HRESULTS["VDS_E_OPERATION_DENIED"]
+
+
+class ObjectStatusFailedError(VdsError):
+    """The volume's image failed. (VDS_E_OBJECT_STATUS_FAILED)"""
+
+    hresult_default = HRESULTS["VDS_E_OBJECT_STATUS_FAILED"]
+
+
+class InvalidArgumentError(VdsError):
+    """A bad argument. (E_INVALIDARG)"""
+
+    hresult_default = HRESULTS["E_INVALIDARG"]
+
+
+class InternalError(VdsError):
+    """An unexpected daemon or registry failure. (VDS_E_INTERNAL_ERROR)"""
+
+    hresult_default = HRESULTS["VDS_E_INTERNAL_ERROR"]
+
+
+_SUBCLASSES: dict[int, type[VdsError]] = {cls.hresult_default: cls for cls in VdsError.__subclasses__()}
 
 
 def vds_error(hresult: int, message: str | None = None, **kw: object) -> VdsError:
     """The most specific :class:`VdsError` subclass for ``hresult``."""
     cls = _SUBCLASSES.get(unsigned(hresult), VdsError)
     return cls(hresult, message, **kw)  # type: ignore[arg-type]
+
+
+def as_vds_error(exc: BaseException) -> VdsError:
+    """How a failure reads at the VDS interface — the one place exceptions become HRESULTs (the CLI, the COM
+    facade and the service use it): a :class:`VdsError` as it is, anything else as VDS_E_INTERNAL_ERROR carrying
+    its type and message."""
+    if isinstance(exc, VdsError):
+        return exc
+    text = str(exc) if isinstance(exc, SimvolError) else f"internal error: {type(exc).__name__}: {exc}"
+    return InternalError(message=text)
 
 
 __all__ += [
@@ -348,6 +460,7 @@ __all__ += [
     "unsigned",
     "VdsError",
     "vds_error",
+    "as_vds_error",
     "VolumeInUseError",
     "TemporarilyDismountedError",
     "PermanentlyDismountedError",

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .errors import HRESULTS, S_OK, SimvolError, VdsError
+from .errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error
 from .service import Volume
 from .types import FileSystemType, FormatOptionFlags
 
@@ -43,12 +43,10 @@ class _Interface:
         self.last_error = None
         try:
             value = fn()
-        except VdsError as e:
-            self.last_error = e
-            return e.hresult, None
-        except SimvolError as e:  # anything below the VDS layer that escaped: an internal error
-            log.exception("unexpected failure")
-            self.last_error = VdsError(HRESULTS["VDS_E_INTERNAL_ERROR"], str(e))
+        except SimvolError as e:
+            if not isinstance(e, VdsError):  # something below the VDS layer escaped: an internal error
+                log.exception("unexpected failure")
+            self.last_error = as_vds_error(e)
             return self.last_error.hresult, None
         return S_OK, value
 

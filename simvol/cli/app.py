@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import HRESULTS, S_OK, SimvolError, VdsError, code_message
+from ..errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error, code_message
 from ..service import Volume, VolumeService
 from ..types import ROLE_FLAGS
 from . import output
@@ -70,36 +70,23 @@ def verb(*, volume_on_failure: bool = False):
         def wrapper(state: State, *args: Any, **kwargs: Any) -> int:
             try:
                 res = fn(state, *args, **kwargs)
-            except VdsError as e:
+            except click.ClickException:
+                raise  # usage errors: exit 2
+            except Exception as e:  # never a traceback for the user; -vv logs it
+                if not isinstance(e, VdsError):
+                    log.debug("unexpected failure", exc_info=True)
+                err = as_vds_error(e)
                 data: dict[str, Any] = {}
-                if e.holders or e.code == "VDS_E_DEVICE_IN_USE":
-                    data["holders"] = e.holders
-                if volume_on_failure and "vol" in kwargs:
+                if err.holders or err.code == "VDS_E_DEVICE_IN_USE":
+                    data["holders"] = err.holders
+                if isinstance(e, VdsError) and volume_on_failure and "vol" in kwargs:
                     with contextlib.suppress(SimvolError):
                         v = state.service.volume(kwargs["vol"])
                         data["volume"] = _volume_dict(v)
                 if state.json:
-                    output.emit_json(e.hresult, data, e.message)
+                    output.emit_json(err.hresult, data if isinstance(e, VdsError) else None, err.message)
                 else:
-                    output.failure(e.hresult, e.message, e.holders)
-                return 1
-            except click.ClickException:
-                raise  # usage errors: exit 2
-            except SimvolError as e:
-                hr = HRESULTS["VDS_E_INTERNAL_ERROR"]
-                if state.json:
-                    output.emit_json(hr, None, str(e))
-                else:
-                    output.failure(hr, str(e))
-                return 1
-            except Exception as e:  # never a traceback for the user; -vv logs it
-                log.debug("unexpected failure", exc_info=True)
-                hr = HRESULTS["VDS_E_INTERNAL_ERROR"]
-                msg = f"internal error: {type(e).__name__}: {e}"
-                if state.json:
-                    output.emit_json(hr, None, msg)
-                else:
-                    output.failure(hr, msg)
+                    output.failure(err.hresult, err.message, err.holders)
                 return 1
             failed = bool(res.hresult & 0x80000000)
             if state.json:

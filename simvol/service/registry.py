@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import HRESULTS, VdsError, vds_error
+from ..errors import HRESULTS, RegistryError, VdsError, vds_error
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ class PathRow:
     host_path: str
     dir_mode: int
     position: int
-
-
-class RegistryError(Exception):
-    pass
 
 
 def _vds_error(e: sqlite3.Error, path: str) -> VdsError:
@@ -125,7 +121,8 @@ class Registry:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RegistryError(
-                    f"{self.path} was written by a newer simvol (schema {version}, this one knows {SCHEMA_VERSION})"
+                    f"{self.path} was written by a newer simvol (schema {version}, this one knows {SCHEMA_VERSION})",
+                    self.path,
                 )
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for stmt in _MIGRATIONS[v]:
