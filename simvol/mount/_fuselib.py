@@ -125,10 +125,10 @@ class KernelNotifier:
 
 def _stat_packer() -> tuple[Callable[..., bytes], int]:
     """``pack(*fields)`` → the bytes of a whole ``struct stat`` as mfusepy's c_stat lays it out (offsets read
-    from c_stat, gaps zero), fields in ``_stat_fields`` order. One memmove of that fills the caller's struct:
+    from c_stat, gaps zero), fields in ``stat_fields`` order. One memmove of that fills the caller's struct:
     a third of a getattr's cost went into setting thirteen ctypes fields one by one."""
     c, ts = mfusepy.c_stat, mfusepy.c_timespec
-    fields: list[tuple[int, int, bool]] = [  # (offset, size, signed) in _stat_fields order
+    fields: list[tuple[int, int, bool]] = [  # (offset, size, signed) in stat_fields order
         (c.st_ino.offset, c.st_ino.size, False),
         (c.st_mode.offset, c.st_mode.size, False),
         (c.st_nlink.offset, c.st_nlink.size, False),
@@ -170,7 +170,7 @@ class FastFUSE(mfusepy.FUSE):
     ``struct stat`` from a dict with a ``getattr`` probe per key. Here the operations object hands over a
     tuple (or ``-errno``, without an exception) and one ``memmove`` of a packed struct fills it. ``create``
     skips mfusepy's per-call ``inspect.signature``; ``write`` passes a view of libfuse's buffer, not a copy.
-    The operations object must provide ``_stat_fields(path, fh)``.
+    The operations object must provide ``stat_fields(path, fh)``.
 
     The loop is :mod:`._loop`'s (libfuse's, plus a short spin while requests come in bursts); it always runs
     single-threaded. ``spin_us`` overrides ``$SIMVOL_FUSE_SPIN_US`` (default 50; 0 never spins).
@@ -187,7 +187,7 @@ class FastFUSE(mfusepy.FUSE):
             mfusepy.fuse_main_real = saved
 
     def fgetattr(self, path, buf, fip):  # noqa: D102 - mfusepy's adapter, same contract
-        fields = self.operations._stat_fields(
+        fields = self.operations.stat_fields(
             None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh if fip else None
         )
         if fields.__class__ is int:

@@ -83,7 +83,7 @@ class Daemon:
             return self.status()
         if op == "flush":
             assert self.ops is not None and self.fs is not None
-            with self.ops._engine_lock:
+            with self.ops.engine_lock:
                 self.fs.sync()
             return {"ok": True}
         if op == "holders":
@@ -94,10 +94,10 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         assert self.ops is not None and self.fs is not None
-        with self.ops._engine_lock:
+        with self.ops.engine_lock:
             handles = [
                 {"pid": h.pid, "path": h.path, "dir": h.is_dir, "writable": h.writable, "stale": h.stale}
-                for h in self.ops._handles.values()
+                for h in self.ops.handles()
             ]
             sfs = self.fs.statfs()
         return {
@@ -118,7 +118,7 @@ class Daemon:
 
     def _label(self) -> str:
         assert self.ops is not None and self.fs is not None
-        with self.ops._engine_lock:
+        with self.ops.engine_lock:
             try:
                 return self.fs.label
             except OSError:
@@ -127,8 +127,8 @@ class Daemon:
     def holders(self, extra_paths: list[str]) -> tuple[list[holders_mod.Holder], bool]:
         assert self.ops is not None
         table = [
-            holders_mod.Holder(h.pid, holders_mod._name(h.pid), self.mountpoint + h.path, "dir" if h.is_dir else "file")
-            for h in self.ops._handle_list()
+            holders_mod.Holder(h.pid, holders_mod.process_name(h.pid), self.mountpoint + h.path, "dir" if h.is_dir else "file")
+            for h in self.ops.handles()
             if h.pid
         ]
         scanned, complete = holders_mod.scan([self.mountpoint, *extra_paths], exclude_pids=[os.getpid()])
@@ -154,26 +154,26 @@ class Daemon:
     def _safe(self, extra: list[str]) -> dict[str, Any]:
         ops, fs = self.ops, self.fs
         assert ops is not None and fs is not None
-        ops._set_refuse_opens(True)
+        ops.set_refuse_opens(True)
         deadline = time.monotonic() + SAFE_WAIT
-        while ops._handle_count() and time.monotonic() < deadline:
+        while ops.handle_count() and time.monotonic() < deadline:
             time.sleep(0.005)
-        if ops._handle_count():
+        if ops.handle_count():
             result = self._in_use(extra)
-            ops._set_refuse_opens(False)
+            ops.set_refuse_opens(False)
             return result
         found, complete = holders_mod.scan([self.mountpoint, *extra], exclude_pids=[os.getpid()])
         if found:
-            ops._set_refuse_opens(False)
+            ops.set_refuse_opens(False)
             return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
-        with ops._engine_lock:
+        with ops.engine_lock:
             fs.mark_clean()
         ok, msg = mountinfo.unmount(self.mountpoint)
         if not ok:
             # A holder raced in (or the kernel knows one we cannot see): roll back; the next change re-dirties.
             log.info("unmount refused: %s", msg)
             result = self._in_use(extra)
-            ops._set_refuse_opens(False)
+            ops.set_refuse_opens(False)
             if "busy" not in msg.lower():
                 result = {"ok": False, "error": f"unmount failed: {msg}"}
             return result
@@ -182,15 +182,15 @@ class Daemon:
     def _force(self, extra: list[str]) -> dict[str, Any]:
         ops, fs = self.ops, self.fs
         assert ops is not None and fs is not None
-        ops._make_all_stale()
+        stale_paths = ops.make_all_stale()
         # Cached pages would still serve reads of old handles: drop them so every read reaches the daemon.
-        if ops._fuse_ptr:
-            for path in ops._stale_paths():
+        if ops.fuse_ptr:
+            for path in stale_paths:
                 try:
-                    invalidate_path(ops._fuse_ptr, path)
+                    invalidate_path(ops.fuse_ptr, path)
                 except OSError as e:
                     log.debug("invalidate %s: %s", path, e)
-        with ops._engine_lock:
+        with ops.engine_lock:
             fs.mark_clean()
         self.forced = True
         entry = mountinfo.find_mount(self.mountpoint)

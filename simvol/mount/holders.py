@@ -35,7 +35,7 @@ def _inside(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
-def _name(pid: int) -> str:
+def process_name(pid: int) -> str:
     try:
         return psutil.Process(pid).name()
     except (psutil.Error, OSError):
@@ -120,7 +120,7 @@ def scan(paths: Iterable[str], *, exclude_pids: Iterable[int] = ()) -> tuple[lis
         except OSError:
             pass
         if hits:
-            name = _name(pid)
+            name = process_name(pid)
             for target, kind in hits:
                 found.setdefault((pid, target, kind), Holder(pid, name, target, kind))
     return sorted(found.values(), key=lambda h: (h.pid, h.kind, h.path)), complete

@@ -1,19 +1,19 @@
-"""FUSE operations over the FAT engine, with the handle table that makes in-use detection possible.
+"""FUSE operations over the FAT engine, with the handle table (``handles.py``) that makes in-use detection possible.
 
-mfusepy registers every attribute whose name is a ``fuse_operations`` field as a callback (fuse.md §3 #1), so
-all state here is underscore-prefixed. The FUSE loop is single-threaded; the control thread takes
-``_engine_lock`` before touching the engine or the handle table.
+mfusepy registers every attribute whose name is a ``fuse_operations`` field as a callback, so all state here is
+underscore-prefixed and the public methods for the daemon's control thread have names no FUSE operation has
+(``engine_lock``, ``handles``, ``handle_count``, ``set_refuse_opens``, ``make_all_stale``, ``fuse_ptr``; FastFUSE calls
+``stat_fields``). The FUSE loop is single-threaded; the control thread takes ``engine_lock`` before touching the engine
+or the handle table.
 """
 
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 
 from ._fuselib import (
     FUSE_CREATE,
@@ -30,26 +30,12 @@ from ._fuselib import (
     request_header,
     request_nodeid,
 )
+from .handles import Handle, HandleTable
 from .spellings import KernelInodes
 from ..errors import FsOpError
 from ..fat import ATTR_READ_ONLY, FatFileSystem, Node
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Handle:
-    fh: int
-    pid: int
-    path: str  # path inside the volume at open time
-    node: Node
-    is_dir: bool
-    writable: bool
-    opened: float = field(default_factory=time.time)
-    stale: bool = False
-    nodeid: int = 0  # the kernel inode (FUSE node id) it was opened through; 0 until a request shows it
-    append: bool = False  # O_APPEND: every write goes to the end of the file as the daemon knows it
-    alias: bool = False  # opened under other spellings than the stored ones
 
 
 _NS = 1_000_000_000
@@ -70,13 +56,7 @@ class VolumeOps(mfusepy.Operations):
         self._mountpoint = mountpoint
         self._readonly = readonly
         self._engine_lock = threading.RLock()
-        self._handles: dict[int, Handle] = {}
-        # id(node) -> open handles (files and directories), for EBUSY on unlink, rename and rmdir. Keyed by the
-        # node, not the path: every spelling of a name is one node, and a handle follows its node across renames.
-        self._open_nodes: dict[int, int] = {}
-        self._counter = itertools.count(1)
-        self._refuse_opens = False
-        self._all_stale = False
+        self._table = HandleTable()
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._fuse_ptr: int | None = None
@@ -90,49 +70,51 @@ class VolumeOps(mfusepy.Operations):
         self._dir_paths: dict[int, str] = {}  # directory's ino → its path in stored spellings ("" for the root)
         self._dir_nodeids: dict[int, int] = {1: 1}  # directory's ino → the kernel inode of its stored spelling
         # libfuse's own struct fuse_config: it reads the entry and attribute timeouts for each reply right after
-        # asking for the attributes, so _stat_fields can give an answer about another spelling timeouts of 0.
+        # asking for the attributes, so stat_fields can give an answer about another spelling timeouts of 0.
         self._config = None
         self._timeouts_zero = False
 
     # ------------------------------------------------------------ handle table (used by the control thread)
 
-    def _handle_list(self) -> list[Handle]:
-        with self._engine_lock:
-            return list(self._handles.values())
+    @property
+    def engine_lock(self) -> threading.RLock:
+        """Held by every callback; the control thread takes it before touching the engine or the handles."""
+        return self._engine_lock
 
-    def _handle_count(self) -> int:
-        with self._engine_lock:
-            return len(self._handles)
+    @property
+    def fuse_ptr(self) -> int | None:
+        """The running loop's ``struct fuse *`` (None before init)."""
+        return self._fuse_ptr
 
-    def _set_refuse_opens(self, value: bool) -> None:
+    def handles(self) -> list[Handle]:
         with self._engine_lock:
-            self._refuse_opens = value
+            return self._table.snapshot()
 
-    def _make_all_stale(self) -> int:
-        """Forced dismount: every existing handle fails from now on; nothing more reaches the image."""
+    def handle_count(self) -> int:
         with self._engine_lock:
-            self._all_stale = True
-            self._refuse_opens = True
-            for h in self._handles.values():
-                h.stale = True
-            return len(self._handles)
+            return len(self._table)
 
-    def _stale_paths(self) -> list[str]:
+    def set_refuse_opens(self, value: bool) -> None:
+        """While a dismount is under way new opens fail with EBUSY."""
         with self._engine_lock:
-            return sorted({h.path for h in self._handles.values() if not h.is_dir})
+            self._table.refuse_opens = value
+
+    def make_all_stale(self) -> list[str]:
+        """Forced dismount: every existing handle fails from now on; nothing more reaches the image. Returns the
+        paths of the files that were open (their cached pages must be dropped too)."""
+        with self._engine_lock:
+            self._table.make_all_stale()
+            return self._table.file_paths()
 
     def _new_handle(self, path: str, node: Node, is_dir: bool, writable: bool, nodeid: int = 0,
                     append: bool = False) -> int:
-        if self._refuse_opens:
+        if self._table.refuse_opens:
             raise _err(errno.EBUSY)
-        fh = next(self._counter)
         alias = not is_dir and self._stored_path(node) != path
-        self._handles[fh] = Handle(fh, caller_pid(), path, node, is_dir, writable, nodeid=nodeid, append=append,
-                                   alias=alias)
-        self._open_nodes[id(node)] = self._open_nodes.get(id(node), 0) + 1
+        h = self._table.add(caller_pid(), path, node, is_dir, writable, nodeid=nodeid, append=append, alias=alias)
         if nodeid:
             self._kinodes.opened(node.ino, nodeid)
-        return fh
+        return h.fh
 
     def _learn_nodeid(self, h: Handle) -> int:
         """The kernel inode of a handle whose open did not show it (CREATE names the parent directory)."""
@@ -144,21 +126,14 @@ class VolumeOps(mfusepy.Operations):
         return h.nodeid
 
     def _drop_handle(self, fh: int) -> None:
-        h = self._handles.pop(fh, None)
-        if h is not None:
-            if h.nodeid:
-                self._kinodes.closed(h.nodeid)
-            k = id(h.node)
-            n = self._open_nodes.get(k, 0) - 1
-            if n > 0:
-                self._open_nodes[k] = n
-            else:
-                self._open_nodes.pop(k, None)
+        h = self._table.drop(fh)
+        if h is not None and h.nodeid:
+            self._kinodes.closed(h.nodeid)
 
     def _handle(self, fh: int | None) -> Handle | None:
         if fh is None or fh == 0:
             return None
-        h = self._handles.get(fh)
+        h = self._table.get(fh)
         if h is None or h.stale:
             raise _err(errno.EIO)
         return h
@@ -167,7 +142,7 @@ class VolumeOps(mfusepy.Operations):
         """An open file (for unlink and rename); an open directory may be renamed, as on Windows."""
         if node.is_dir:
             return False
-        return id(node) in self._open_nodes
+        return self._table.node_is_open(node)
 
     def _call(self, fn, *args):
         try:
@@ -209,7 +184,7 @@ class VolumeOps(mfusepy.Operations):
             # max_user_bgreq (a module parameter, several thousand by default).
             conn.max_background = _MAX_BACKGROUND
 
-    def _stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
+    def stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
         """For FastFUSE: (ino, mode, nlink, size, uid, gid, blocks, blksize, atime s, ns, mtime s, ns, ctime s, ns),
         or -ENOENT for a missing entry (answered without an exception: every create's lookup misses)."""
         with self._engine_lock:
@@ -219,7 +194,7 @@ class VolumeOps(mfusepy.Operations):
                 if h is not None:
                     node = h.node
             if node is None:
-                if self._all_stale:
+                if self._table.all_stale:
                     raise _err(errno.EIO)
                 node = self._call(self._fs.find, path or "/")
                 if node is None:
@@ -301,9 +276,9 @@ class VolumeOps(mfusepy.Operations):
                 self._notifier.drop_entry(parent_nodeid, stored_name)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
-        """mfusepy's dict form of ``_stat_fields`` (mfusepy registers the getattr callback by this name; FastFUSE
-        answers it from ``_stat_fields`` directly)."""
-        fields = self._stat_fields(path, fh)
+        """mfusepy's dict form of ``stat_fields`` (mfusepy registers the getattr callback by this name; FastFUSE
+        answers it from ``stat_fields`` directly)."""
+        fields = self.stat_fields(path, fh)
         if fields.__class__ is int:
             raise _err(-fields)
         ino, mode, nlink, size, uid, gid, blocks, blksize, a_s, a_ns, m_s, m_ns, c_s, c_ns = fields
@@ -387,7 +362,7 @@ class VolumeOps(mfusepy.Operations):
     def create(self, path: str, mode: int, flags: int = 0) -> int:
         with self._engine_lock:
             self._writable()
-            if self._refuse_opens:
+            if self._table.refuse_opens:
                 raise _err(errno.EBUSY)
             attr = 0 if mode & 0o222 else ATTR_READ_ONLY
             node = self._call(self._fs.create, path, attr)
@@ -435,7 +410,7 @@ class VolumeOps(mfusepy.Operations):
                 nodeid = h.nodeid or self._learn_nodeid(h)
                 path = h.path
             else:
-                if self._all_stale:
+                if self._table.all_stale:
                     raise _err(errno.EIO)
                 node = self._call(self._fs.open, path)
                 if node.attr & ATTR_READ_ONLY:
@@ -466,7 +441,7 @@ class VolumeOps(mfusepy.Operations):
 
     def release(self, path: str, fh: int) -> int:
         with self._engine_lock:
-            h = self._handles.get(fh)
+            h = self._table.get(fh)
             if h is not None and h.writable and not h.stale:
                 try:
                     self._fs.flush()
@@ -487,7 +462,7 @@ class VolumeOps(mfusepy.Operations):
             self._writable()
             self._guard()
             node = self._call(self._fs.resolve, path)
-            if node.is_dir and id(node) in self._open_nodes:
+            if node.is_dir and self._table.node_is_open(node):
                 raise _err(errno.EBUSY)  # Windows: a directory open elsewhere cannot be removed
             before = self._stored_entry(node)
             self._call(self._fs.rmdir, path)
@@ -583,7 +558,7 @@ class VolumeOps(mfusepy.Operations):
         if self._fuse_ptr is None or self._notifier is None:
             return
         stored = self._stored_path(node)
-        open_there = [h for h in self._handles.values() if h.node is node and h.path == stored]
+        open_there = [h for h in self._table.of_node(node) if h.path == stored]
         if not open_there:
             invalidate_path(self._fuse_ptr, stored)  # -ENOENT when the kernel has no inode for it
         elif not any(h.nodeid for h in open_there):
@@ -605,9 +580,9 @@ class VolumeOps(mfusepy.Operations):
         raise _err(errno.EPERM)
 
     def _guard(self) -> None:
-        if self._all_stale:
+        if self._table.all_stale:
             raise _err(errno.EIO)
-        if self._refuse_opens:  # a dismount is in progress
+        if self._table.refuse_opens:  # a dismount is in progress
             raise _err(errno.EBUSY)
 
     def destroy(self, path: str) -> None:
