@@ -39,19 +39,6 @@ TRIALS = int(os.environ.get("SIMVOL_CRASH_MOUNT_TRIALS", "3"))
 SEED = int(os.environ.get("SIMVOL_CRASH_MOUNT_SEED", str(DEFAULT_SEED + 3)))
 
 
-@pytest.fixture
-def root(tmp_path):
-    path = tmp_path / "root"
-    yield str(path)
-    svc = VolumeService(path)
-    for v in svc.registry.volumes():
-        try:
-            svc.volume(v.id).delete(force=True)
-        except Exception:  # teardown must not hide the test's own failure
-            pass
-    svc.close()
-
-
 @pytest.mark.parametrize("index", range(TRIALS))
 def test_sigkill_under_workload_loses_no_synced_file(root, index):
     seed = SEED + index

@@ -37,19 +37,6 @@ FSX_TRIALS = int(os.environ.get("SIMVOL_FSX_TRIALS", "2"))
 FSX_OPS = int(os.environ.get("SIMVOL_FSX_OPS", "2000"))
 
 
-@pytest.fixture
-def root(tmp_path):
-    path = tmp_path / "root"
-    yield str(path)
-    svc = VolumeService(path)
-    for v in svc.registry.volumes():
-        try:
-            svc.volume(v.id).delete(force=True)
-        except Exception:  # teardown must not hide the test's own failure
-            pass
-    svc.close()
-
-
 @pytest.mark.skipif(not fio.have_fio(), reason="fio is not installed")
 @pytest.mark.parametrize("index", range(FIO_ROUNDS))
 def test_fio_verified_io_survives_a_remount(root, index):

@@ -12,11 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from simvol.errors import VdsError
 from simvol.mount import find_mount, simvol_mounts
 from simvol.mount.mountinfo import unmount
 
@@ -100,6 +103,24 @@ def mtools_sha256(image: str, path: str) -> tuple[str | None, str]:
         if r.returncode != 0:
             return None, f"mcopy ::/{path.lstrip('/')} exited {r.returncode}: {r.stderr.strip()}"
         return sha256_file(out), ""
+
+
+def describe_failure(e: BaseException) -> str:
+    """An exception that ended a trial, as one violation: a VdsError by its code, anything else (a harness or
+    service bug) with its traceback — the campaign reports it with the trial and goes on."""
+    if isinstance(e, VdsError):
+        return f"VdsError {e.code}: {e}"
+    return f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+
+
+def delete_volume(vol: Any, violations: list[str]) -> None:
+    """Delete a trial's volume (forced); a refusal is a violation of its own."""
+    if vol is None:
+        return
+    try:
+        vol.delete(force=True)
+    except VdsError as e:
+        violations.append(f"cleanup: delete failed: {e.code}: {e}")
 
 
 def have_fsck() -> bool:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from simvol.errors import VdsError
 from simvol.mount import daemon_alive, read_pidfile, wait_gone
 from simvol.service import VolumeService
-from .common import LogWatch, fsck, kill_group, run_py
+from .common import LogWatch, delete_volume, describe_failure, fsck, kill_group, run_py
 
 MiB = 1 << 20
 VOLUME_SIZE = 128 * MiB
@@ -510,12 +510,8 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         if not clean:
             res.violations.append(f"fsck.fat -n after the safe dismount:\n{text[-3000:]}")
         res.violations += [f"traceback in a daemon log: {t}" for t in watch.new_tracebacks()]
-    except VdsError as e:
-        res.violations.append(f"VdsError {e.code}: {e}")
-    except Exception as e:  # a harness or service bug: report it with the trial, keep the campaign going
-        import traceback
-
-        res.violations.append(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+    except Exception as e:  # a VDS failure, or a harness or service bug: reported with the trial
+        res.violations.append(describe_failure(e))
     finally:
         res.seconds = round(time.monotonic() - t0, 2)
         if not res.ok and keep_failed and image and os.path.exists(image):
@@ -528,11 +524,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
             shutil.copy(image, os.path.join(keep_failed, f"crash-{seed}.img"))
             if os.path.exists(side):
                 shutil.copy(side, os.path.join(keep_failed, f"crash-{seed}.jsonl"))
-        if vol is not None:
-            try:
-                vol.delete(force=True)
-            except VdsError as e:
-                res.violations.append(f"cleanup: delete failed: {e.code}: {e}")
+        delete_volume(vol, res.violations)
         try:
             os.unlink(side)
         except FileNotFoundError:

@@ -27,9 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from simvol.errors import VdsError
 from simvol.service import VolumeService
-from .common import LogWatch, fsck, mtools_sha256, run_cmd, sha256_file
+from .common import LogWatch, delete_volume, describe_failure, fsck, mtools_sha256, run_cmd, sha256_file
 
 DEFAULT_SEED = 1_470_000
 MiB = 1 << 20
@@ -151,20 +150,12 @@ def run_round(root: str, index: int, seed: int, *, size_mb: int = 8, timeout: fl
             else:
                 res.mtools_files += 1
         res.violations += [f"traceback in a daemon log: {t}" for t in watch.new_tracebacks()]
-    except VdsError as e:
-        res.violations.append(f"VdsError {e.code}: {e}")
-    except Exception as e:  # a harness or service bug: report it with the round, keep the campaign going
-        import traceback
-
-        res.violations.append(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+    except Exception as e:  # a VDS failure, or a harness or service bug: reported with the trial
+        res.violations.append(describe_failure(e))
     finally:
         res.seconds = round(time.monotonic() - t0, 2)
         shutil.rmtree(job_dir, ignore_errors=True)
-        if vol is not None:
-            try:
-                vol.delete(force=True)
-            except VdsError as e:
-                res.violations.append(f"cleanup: delete failed: {e.code}: {e}")
+        delete_volume(vol, res.violations)
         svc.close()
     return res
 

@@ -399,9 +399,8 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
     phases, then compare the image (read by mtools) with the model."""
     import subprocess
 
-    from simvol.errors import VdsError
     from simvol.service import VolumeService
-    from .common import LogWatch, fsck, kill_group, mtools_sha256, read_line
+    from .common import LogWatch, delete_volume, describe_failure, fsck, kill_group, mtools_sha256, read_line
 
     t0 = time.monotonic()
     res = FsxResult(index, seed)
@@ -463,22 +462,14 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
             else:
                 res.files += 1
         res.violations += [f"traceback in a daemon log: {t}" for t in watch.new_tracebacks()]
-    except VdsError as e:
-        res.violations.append(f"VdsError {e.code}: {e}")
-    except Exception as e:  # a harness or service bug: report it with the trial, keep the campaign going
-        import traceback
-
-        res.violations.append(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+    except Exception as e:  # a VDS failure, or a harness or service bug: reported with the trial
+        res.violations.append(describe_failure(e))
     finally:
         res.seconds = round(time.monotonic() - t0, 2)
         if proc is not None and proc.poll() is None:
             kill_group(proc)
             proc.wait(10)
-        if vol is not None:
-            try:
-                vol.delete(force=True)
-            except VdsError as e:
-                res.violations.append(f"cleanup: delete failed: {e.code}: {e}")
+        delete_volume(vol, res.violations)
         svc.close()
     return res
 
