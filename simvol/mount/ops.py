@@ -107,14 +107,14 @@ class VolumeOps(mfusepy.Operations):
             return self._table.file_paths()
 
     def _new_handle(self, path: str, node: Node, is_dir: bool, writable: bool, nodeid: int = 0,
-                    append: bool = False) -> int:
+                    append: bool = False) -> Handle:
         if self._table.refuse_opens:
             raise _err(errno.EBUSY)
         alias = not is_dir and self._stored_path(node) != path
         h = self._table.add(caller_pid(), path, node, is_dir, writable, nodeid=nodeid, append=append, alias=alias)
         if nodeid:
             self._kinodes.opened(node.ino, nodeid)
-        return h.fh
+        return h
 
     def _learn_nodeid(self, h: Handle) -> int:
         """The kernel inode of a handle whose open did not show it (CREATE names the parent directory)."""
@@ -199,14 +199,13 @@ class VolumeOps(mfusepy.Operations):
                 node = self._call(self._fs.find, path or "/")
                 if node is None:
                     return -errno.ENOENT
-                parent = node.parent
-                if parent is not None and path and self._stored_dir(parent) + "/" + node.name != path:
+                if path and self._stored_path(node) != path:
                     self._other_spelling(node)
                 else:
                     if self._timeouts_zero:
                         self._set_timeouts(_TIMEOUT)
-                    if parent is not None:
-                        self._note_dir_nodeid(parent)
+                    if node.parent is not None:
+                        self._note_dir_nodeid(node.parent)
             st = self._fs.stat_node(node)
             size = st.size
             a_s, a_ns = divmod(st.atime_ns, _NS)
@@ -318,7 +317,7 @@ class VolumeOps(mfusepy.Operations):
             node = self._call(self._fs.resolve, path)
             if not node.is_dir:
                 raise _err(errno.ENOTDIR)
-            return self._new_handle(path, node, True, False)
+            return self._new_handle(path, node, True, False).fh
 
     def readdir(self, path: str, fh: int) -> list[tuple[str, int, int]]:
         """(name, st_mode, st_ino) of ".", ".." and every entry."""
@@ -349,15 +348,15 @@ class VolumeOps(mfusepy.Operations):
                 if node.attr & ATTR_READ_ONLY:
                     raise _err(errno.EACCES)  # Windows: access denied on a read-only file
             nodeid = self._request_nodeid()
-            fh = self._new_handle(path, node, False, bool(wants_write), nodeid, bool(flags & os.O_APPEND))
+            h = self._new_handle(path, node, False, bool(wants_write), nodeid, bool(flags & os.O_APPEND))
             if flags & os.O_TRUNC and node.size:
                 try:
                     self._call(self._fs.truncate_node, node, 0)
                 except BaseException:
-                    self._drop_handle(fh)
+                    self._drop_handle(h.fh)
                     raise
-                self._changed(node, nodeid, path)
-            return fh
+                self._changed(node, nodeid, h.alias)
+            return h.fh
 
     def create(self, path: str, mode: int, flags: int = 0) -> int:
         with self._engine_lock:
@@ -366,7 +365,7 @@ class VolumeOps(mfusepy.Operations):
                 raise _err(errno.EBUSY)
             attr = 0 if mode & 0o222 else ATTR_READ_ONLY
             node = self._call(self._fs.create, path, attr)
-            return self._new_handle(path, node, False, True, append=bool(flags & os.O_APPEND))
+            return self._new_handle(path, node, False, True, append=bool(flags & os.O_APPEND)).fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
@@ -392,9 +391,7 @@ class VolumeOps(mfusepy.Operations):
                 # another spelling can lag behind writes made through this one (spellings.py).
                 offset = h.node.size
             n = self._call(self._fs.write_node, h.node, data, offset)
-            self._kinodes.changed(h.node.ino, h.nodeid or self._learn_nodeid(h))
-            if h.alias:
-                self._refresh_stored(h.node)
+            self._changed(h.node, h.nodeid or self._learn_nodeid(h), h.alias)
             return n
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
@@ -408,7 +405,7 @@ class VolumeOps(mfusepy.Operations):
                     raise _err(errno.EBADF)
                 node = h.node
                 nodeid = h.nodeid or self._learn_nodeid(h)
-                path = h.path
+                alias = h.alias
             else:
                 if self._table.all_stale:
                     raise _err(errno.EIO)
@@ -416,8 +413,9 @@ class VolumeOps(mfusepy.Operations):
                 if node.attr & ATTR_READ_ONLY:
                     raise _err(errno.EACCES)
                 nodeid = self._request_nodeid()  # SETATTR names the inode
+                alias = self._stored_path(node) != path
             self._call(self._fs.truncate_node, node, length)
-            self._changed(node, nodeid, path)
+            self._changed(node, nodeid, alias)
             return 0
 
     # No flush callback on purpose: the kernel sends FLUSH on every close(2) until the file system answers
@@ -539,12 +537,13 @@ class VolumeOps(mfusepy.Operations):
         """After a SETATTR by path (chmod, utimens): the other spellings' cached attributes are stale."""
         node = self._fs.find(path)
         if node is not None and not node.is_dir:
-            self._changed(node, self._request_nodeid(), path)
+            self._changed(node, self._request_nodeid(), self._stored_path(node) != path)
 
-    def _changed(self, node: Node, nodeid: int, path: str) -> None:
-        """``node`` changed through kernel inode ``nodeid``, which stands for ``path``."""
+    def _changed(self, node: Node, nodeid: int, alias: bool) -> None:
+        """``node`` changed through kernel inode ``nodeid``; ``alias``: that inode stands for other spellings than
+        the stored ones."""
         self._kinodes.changed(node.ino, nodeid)
-        if self._stored_path(node) != path:
+        if alias:
             self._refresh_stored(node)
 
     def _stored_path(self, node: Node) -> str:

@@ -29,7 +29,6 @@ bytes and cuts them back, also files that could not be read) and grows a subdire
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -49,7 +48,7 @@ from simvol.image.trailer import HEADER_SIZE, MAGIC, SLOT_SIZE, TRAILER_SIZE, en
 from simvol.mount import daemon_alive, read_pidfile
 from simvol.service import VolumeService
 from simvol.types import VolumeFlag
-from .common import LogWatch, daemons_of, fsck, leftover_mounts, rmtree_quiet, run_cmd, run_py
+from .common import LogWatch, daemons_of, fsck, leftover_mounts, rmtree_quiet, run_cmd, run_py, sha256_file
 
 MiB = 1 << 20
 DEFAULT_SEED = 7_000_000
@@ -157,14 +156,6 @@ def _fingerprint(path: str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
-def _sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def make_bases(root: str, log=print) -> list[BaseImage]:
     """Create, populate (through the mount), dismount and detach the base images; all must fsck clean."""
     from simvol.fat import minimum_format_size
@@ -191,7 +182,7 @@ def make_bases(root: str, log=print) -> list[BaseImage]:
             if not clean:
                 raise RuntimeError(f"base {name} is not clean:\n{text}")
             b = _map_base(name, image)
-            b.fingerprint = _sha(image)
+            b.fingerprint = sha256_file(image)
             bases.append(b)
             log(f"base {name}: {b.fs_size // MiB} MiB, cluster {b.cs}, {len(b.file_chains)} files, "
                 f"{len(b.dir_clusters)} directory clusters")
@@ -870,13 +861,13 @@ def _snapshot(paths: list[str]) -> dict[str, tuple]:
     snap = {}
     for top in paths:
         if os.path.isfile(top):
-            snap[top] = (os.path.getsize(top), _sha(top))
+            snap[top] = (os.path.getsize(top), sha256_file(top))
             continue
         for dp, dns, fns in os.walk(top):
             snap[dp] = ("dir", tuple(sorted(dns)), tuple(sorted(fns)))
             for n in fns:
                 p = os.path.join(dp, n)
-                snap[p] = (os.path.getsize(p), _sha(p))
+                snap[p] = (os.path.getsize(p), sha256_file(p))
     return snap
 
 
@@ -954,7 +945,7 @@ print("ok")
         except Exception:
             before_meta = None
         before_size = os.path.getsize(image)
-        before_sha = _sha(image) if before_meta is None else None
+        before_sha = sha256_file(image) if before_meta is None else None
         before_trailer = self._trailer(image) if before_meta is not None else None
         sentinels = _snapshot([os.path.join(box, "sentinel.txt"), os.path.join(box, "sentinel dir")])
         images_dir = self.svc.root.images
@@ -1018,7 +1009,7 @@ print("ok")
         if after_size != before_size:
             res.violations.append(f"the image file changed size: {before_size} -> {after_size}")
         if before_meta is None:
-            if _sha(image) != before_sha:
+            if sha256_file(image) != before_sha:
                 res.violations.append("an image whose metadata cannot be read was written to")
         else:
             after_trailer = self._trailer(image)
@@ -1194,7 +1185,7 @@ def run_campaign(root: str, mutations: int, seed: int, *, workers: int = 2, time
     for t in threads:
         t.join()
     for b in bases:
-        if _sha(b.path) != b.fingerprint:
+        if sha256_file(b.path) != b.fingerprint:
             setup_problems.append(f"base image {b.name} changed during the campaign")
     results.sort(key=lambda r: r.index)
     return DamageSummary(results, time.monotonic() - t0, setup_problems)
