@@ -39,8 +39,8 @@ Every other HRESULT is a plain :class:`VdsError` (``vds_error`` picks the most s
 from __future__ import annotations
 
 import errno as _errno
-
 import os
+from typing import Any
 
 
 class SimvolError(Exception):
@@ -61,7 +61,7 @@ class ImageError(SimvolError):
         msg = super().__str__()
         return f"{msg}: {self.path}" if self.path and self.path not in msg else msg
 
-    def __reduce__(self):  # keep the structured fields across pickling (multiprocessing, daemons)
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the structured fields across pickling (multiprocessing, daemons)
         return (self.__class__, (self.args[0], self.path))
 
 
@@ -74,7 +74,7 @@ class ImageInUseError(ImageError):
         super().__init__(message, path)
         self.pid = pid
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.args[0], self.path, self.pid))
 
 
@@ -114,7 +114,7 @@ class FormatError(FileSystemError):
         #: ``cluster_too_big``, ``bad_label`` or ``invalid``
         self.reason = reason
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.args[0], self.reason))
 
 
@@ -132,7 +132,7 @@ class FsOpError(SimvolError, OSError):
             OSError.__init__(self, err, msg, path)
         self.detail = detail
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.errno, self.filename, self.detail))
 
 
@@ -146,7 +146,7 @@ class RegistryError(SimvolError):
         super().__init__(message)
         self.path = path
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.args[0], self.path))
 
 
@@ -225,7 +225,11 @@ _CODES: dict[str, tuple[int, str, int]] = {
     # VDS codes simvol returns (§1.2)
     "VDS_E_NOT_SUPPORTED": (0x80042400, "the operation is not supported by the object", _errno.EOPNOTSUPP),
     "VDS_E_OBJECT_NOT_FOUND": (0x80042405, "the object was not found", _errno.ENOENT),
-    "VDS_E_OPERATION_DENIED": (0x8004240A, "the operation is denied on a system, boot or pagefile volume", _errno.EPERM),
+    "VDS_E_OPERATION_DENIED": (
+        0x8004240A,
+        "the operation is denied on a system, boot or pagefile volume",
+        _errno.EPERM,
+    ),
     "VDS_E_DEVICE_IN_USE": (0x80042413, "the volume is in use", _errno.EBUSY),
     "VDS_E_INVALID_OPERATION": (0x80042415, "the operation is not valid on this object", _errno.EINVAL),
     "VDS_E_PATH_NOT_FOUND": (0x80042416, "the path is not an access path of this volume", _errno.ENOENT),
@@ -242,8 +246,16 @@ _CODES: dict[str, tuple[int, str, int]] = {
     "VDS_E_VOLUME_NOT_ONLINE": (0x8004243D, "the volume is offline", _errno.ENODEV),
     "VDS_S_VOLUME_COMPRESS_FAILED": (0x00042443, "formatted; compression was not applied", 0),
     "VDS_E_INTERNAL_ERROR": (0x80042448, "an internal error occurred", _errno.EIO),
-    "VDS_E_VOLUME_TEMPORARILY_DISMOUNTED": (0x8004245C, "the volume is already dismounted temporarily", _errno.EALREADY),
-    "VDS_E_VOLUME_PERMANENTLY_DISMOUNTED": (0x8004245D, "the volume is permanently dismounted (offline)", _errno.ENODEV),
+    "VDS_E_VOLUME_TEMPORARILY_DISMOUNTED": (
+        0x8004245C,
+        "the volume is already dismounted temporarily",
+        _errno.EALREADY,
+    ),
+    "VDS_E_VOLUME_PERMANENTLY_DISMOUNTED": (
+        0x8004245D,
+        "the volume is permanently dismounted (offline)",
+        _errno.ENODEV,
+    ),
     "VDS_E_VOLUME_HAS_PATH": (0x8004245E, "the volume cannot go offline while it has an access path", _errno.EBUSY),
     "VDS_E_DRIVE_LETTER_NOT_FREE": (0x8004255C, "the drive letter is assigned to another volume", _errno.EEXIST),
     "VDS_E_INVALID_DRIVE_LETTER": (0x8004255E, "not a valid drive letter", _errno.EINVAL),
@@ -327,7 +339,7 @@ class VdsError(SimvolError, OSError):
     def __str__(self) -> str:
         return f"{self.code} (0x{self.hresult:08X}): {self.message}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_vds_error, (self.__class__, self.hresult, self.message, self.holders, self.path, self.volume))
 
 
@@ -342,6 +354,15 @@ class VolumeInUseError(VdsError):
     """The volume is in use; ``holders`` names the processes. (VDS_E_DEVICE_IN_USE)"""
 
     hresult_default = HRESULTS["VDS_E_DEVICE_IN_USE"]
+
+    @classmethod
+    def of(cls, holders: list[dict[str, object]]) -> VolumeInUseError:
+        """The error naming up to five of ``holders`` (dicts with pid, process and kind) in its message."""
+        if not holders:
+            return cls(message="the volume is in use", holders=[])
+        who = ", ".join(f"{h.get('process')} (pid {h.get('pid')}, {h.get('kind')})" for h in holders[:5])
+        more = f" and {len(holders) - 5} more" if len(holders) > 5 else ""
+        return cls(message=f"the volume is in use by {who}{more}", holders=holders)
 
 
 class TemporarilyDismountedError(VdsError):

@@ -6,6 +6,7 @@ are ``IntFlag``/``IntEnum`` so they compare equal to the plain integers Windows 
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
@@ -240,3 +241,54 @@ __all__ = [
     "FileSystemFormatSupportProp",
     "ReparsePointProp",
 ]
+
+
+# --------------------------------------------------------------------------- the state machine
+
+class VolumeState(enum.StrEnum):
+    """Mounted, temporarily or permanently dismounted (IVdsVolumeMF::Dismount), or failed: simvol's state machine.
+
+    Every other vocabulary derives from it: the registry's column and the CLI's JSON use :attr:`dismount`.
+    A permanent dismount is a flag in the image's own metadata (it travels with the image), a temporary one a
+    registry row (a host restart forgets it, as Windows does); an image that cannot be read is FAILED.
+
+    The values are the one-letter names docs/behaviour.md's state table uses, so ``volume.state == "M"`` reads
+    as the table does.
+    """
+
+    MOUNTED = "M"
+    TEMPORARILY_DISMOUNTED = "T"
+    PERMANENTLY_DISMOUNTED = "P"
+    FAILED = "FAILED"
+
+    @property
+    def dismount(self) -> str:
+        """The word for the dismount state in the registry and the CLI's JSON: none, temporary or permanent."""
+        return _DISMOUNT_WORDS[self]
+
+    @property
+    def status(self) -> VolumeStatus:
+        """``VDS_VOLUME_STATUS``: a temporarily dismounted volume is still ONLINE (it remounts on access)."""
+        return _STATUS[self]
+
+    @property
+    def health(self) -> Health:
+        return Health.FAILED if self is VolumeState.FAILED else Health.HEALTHY
+
+    @property
+    def dismounted(self) -> bool:
+        return self in (VolumeState.TEMPORARILY_DISMOUNTED, VolumeState.PERMANENTLY_DISMOUNTED)
+
+
+_DISMOUNT_WORDS = {
+    VolumeState.MOUNTED: "none",
+    VolumeState.TEMPORARILY_DISMOUNTED: "temporary",
+    VolumeState.PERMANENTLY_DISMOUNTED: "permanent",
+    VolumeState.FAILED: "none",
+}
+_STATUS = {
+    VolumeState.MOUNTED: VolumeStatus.ONLINE,
+    VolumeState.TEMPORARILY_DISMOUNTED: VolumeStatus.ONLINE,
+    VolumeState.PERMANENTLY_DISMOUNTED: VolumeStatus.OFFLINE,
+    VolumeState.FAILED: VolumeStatus.FAILED,
+}

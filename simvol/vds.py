@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 
 from .errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error
 from .service import Volume
-from .types import FileSystemType, FormatOptionFlags
+from .types import (
+    FileSystemFormatSupportProp,
+    FileSystemProp,
+    FileSystemType,
+    FormatOptionFlags,
+    ReparsePointProp,
+    VolumeProp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +61,14 @@ class _Interface:
 class IVdsVolume(_Interface):
     """``IVdsVolume``: GetProperties."""
 
-    def GetProperties(self):  # noqa: N802
+    def GetProperties(self) -> tuple[int, VolumeProp | None]:  # noqa: N802
         return self._out(self._volume.get_properties)
 
 
 class IVdsVolumeMF(_Interface):
     """``IVdsVolumeMF`` (opnums 3–12)."""
 
-    def GetFileSystemProperties(self):  # noqa: N802
+    def GetFileSystemProperties(self) -> tuple[int, FileSystemProp | None]:  # noqa: N802
         return self._out(self._volume.get_file_system_properties)
 
     def Format(self, type: int, pwszLabel: str | None, dwUnitAllocationSize: int, bForce: bool,  # noqa: N802, N803, A002
@@ -73,10 +80,10 @@ class IVdsVolumeMF(_Interface):
     def AddAccessPath(self, pwszPath: str | None) -> int:  # noqa: N802, N803
         return self._hr(lambda: self._volume.add_access_path(pwszPath))  # type: ignore[arg-type]
 
-    def QueryAccessPaths(self):  # noqa: N802
+    def QueryAccessPaths(self) -> tuple[int, list[str] | None]:  # noqa: N802
         return self._out(self._volume.query_access_paths)
 
-    def QueryReparsePoints(self):  # noqa: N802
+    def QueryReparsePoints(self) -> tuple[int, list[ReparsePointProp] | None]:  # noqa: N802
         return self._out(self._volume.query_reparse_points)
 
     def DeleteAccessPath(self, pwszPath: str | None, bForce: bool) -> int:  # noqa: N802, N803
@@ -98,10 +105,10 @@ class IVdsVolumeMF(_Interface):
 class IVdsVolumeMF2(_Interface):
     """``IVdsVolumeMF2``."""
 
-    def GetFileSystemTypeName(self):  # noqa: N802
+    def GetFileSystemTypeName(self) -> tuple[int, str | None]:  # noqa: N802
         return self._out(self._volume.get_file_system_type_name)
 
-    def QueryFileSystemFormatSupport(self):  # noqa: N802
+    def QueryFileSystemFormatSupport(self) -> tuple[int, list[FileSystemFormatSupportProp] | None]:  # noqa: N802
         return self._out(self._volume.query_file_system_format_support)
 
     def FormatEx(self, pwszFileSystemTypeName: str | None, usFileSystemRevision: int,  # noqa: N802, N803
@@ -116,7 +123,7 @@ class IVdsVolumeMF2(_Interface):
 class IVdsVolumeMF3(_Interface):
     """``IVdsVolumeMF3``."""
 
-    def QueryVolumeGuidPathnames(self):  # noqa: N802
+    def QueryVolumeGuidPathnames(self) -> tuple[int, list[str] | None]:  # noqa: N802
         return self._out(self._volume.query_volume_guid_pathnames)
 
     def FormatEx2(self, pwszFileSystemTypeName: str | None, usFileSystemRevision: int,  # noqa: N802, N803

@@ -51,7 +51,6 @@ else:
 # The probe is the plugin's, so the suite and simvol's users skip for the same reasons.
 from simvol.pytest_plugin import fuse_unavailable_reason  # noqa: E402
 
-
 # --- skipping and the suite guard ---------------------------------------------------------------------------
 
 _FUSE_ITEMS = pytest.StashKey[set]()  # node ids of selected fuse tests
@@ -87,9 +86,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # A test ran if its call phase was not a skip (xfail counts as run), or its setup errored.
-    if report.when == "call" and (not report.skipped or hasattr(report, "wasxfail")):
-        _RAN_NODEIDS.add(report.nodeid)
-    elif report.when == "setup" and report.failed:
+    if (report.when == "call" and (not report.skipped or hasattr(report, "wasxfail"))) or (
+        report.when == "setup" and report.failed
+    ):
         _RAN_NODEIDS.add(report.nodeid)
 
 

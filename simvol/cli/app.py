@@ -61,10 +61,10 @@ def _volume_dict(vol: Volume | None) -> dict[str, Any] | None:
         return None
 
 
-def verb(*, volume_on_failure: bool = False):
+def verb(*, volume_on_failure: bool = False) -> Callable[[Callable[..., Result]], Callable[..., int]]:
     """Run a verb: render its Result, or its VdsError (with holders and the unchanged volume)."""
 
-    def deco(fn: Callable[..., Result]):
+    def deco(fn: Callable[..., Result]) -> Callable[..., int]:
         @functools.wraps(fn)
         @click.pass_obj
         def wrapper(state: State, *args: Any, **kwargs: Any) -> int:
@@ -157,7 +157,9 @@ def cli(ctx: click.Context, root: str | None, as_json: bool, verbose: int) -> No
 @click.option("--fs", "filesystem", default="FAT32", show_default=True, help="File system (FAT32 only).")
 @click.option("--label", default=None, help="Volume label (11 characters, FAT rules).")
 @click.option("--letter", callback=_letter, default=None, help="Drive letter: E, E: or E:\\.")
-@click.option("--image", type=click.Path(dir_okay=False), default=None, help="Image path (default ROOT/images/GUID.img).")
+@click.option(
+    "--image", type=click.Path(dir_okay=False), default=None, help="Image path (default ROOT/images/GUID.img)."
+)
 @click.option("--role", "roles", multiple=True, type=click.Choice(ROLES), help="Simulated role (repeatable).")
 @click.option("--unit", "cluster_size", default="0", callback=lambda c, p, v: 0 if v in (None, "0") else _size(c, p, v),
               help="Allocation unit (cluster size); 0 = Windows default.")
@@ -260,7 +262,9 @@ def check(state: State, vol: str, repair: bool) -> Result:
 
         with Progress(transient=True) as bar:
             task = bar.add_task("checking", total=4)
-            problems = v.check(repair=repair, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            problems = v.check(
+                repair=repair, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
     else:
         problems = v.check(repair=repair)
 
@@ -348,7 +352,7 @@ def format_(state: State, vol: str, filesystem: str, label: str | None, unit: st
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--unit") from None
     v = state.service.volume(vol)
-    ctx = contextlib.nullcontext()
+    ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if output.is_terminal() and not state.json:
         from rich.console import Console
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 
 class Chain:
-    __slots__ = ("extents", "_cum", "total")
+    __slots__ = ("_cum", "extents", "total")
 
     def __init__(self, extents: list[tuple[int, int]] | None = None) -> None:
         self.extents: list[tuple[int, int]] = []
@@ -72,7 +72,7 @@ class Chain:
         if within < n:
             cut.append((s + within, n - within))
         cut.extend(self.extents[i + 1 :])
-        self.extents = self.extents[:i] + [(s, within)]
+        self.extents = [*self.extents[:i], (s, within)]
         self._cum = self._cum[: i + 1]
         self.total = keep
         return cut

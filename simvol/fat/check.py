@@ -14,7 +14,7 @@ import os
 import struct
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .dirent import DELETED, ENTRY_SIZE
@@ -31,7 +31,7 @@ from .layout import (
     parse_boot_sector,
     parse_fsinfo,
 )
-from .names import decode_lfn, lfn_checksum, lfn_fragment, short_display
+from .names import LongNameRun, lfn_checksum, short_display
 from .table import _pwrite_all
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _Checker:
         self.problems.append(Problem(kind, path or "/", detail, fixed))
         return fixed
 
-    def _read_fat(self, copy: int) -> array:
+    def _read_fat(self, copy: int) -> array[int]:
         g = self.geo
         n = (self.maxc + 1) * 4
         data = os.pread(self.fd, n, g.fat_offset(copy))
@@ -138,7 +138,7 @@ class _Checker:
         for copy in range(1, g.num_fats):
             other = self._read_fat(copy)
             if other != self.fat:
-                diff = sum(1 for a, b in zip(self.fat, other) if a != b)
+                diff = sum(1 for a, b in zip(self.fat, other, strict=False) if a != b)
                 if self.report("fat_mismatch", "/", f"FAT {copy + 1} differs from FAT 1 in {diff} entries"):
                     self.fat_changed.update(range(len(self.fat)))
 
@@ -153,7 +153,9 @@ class _Checker:
             if not clusters:
                 # Its first cluster already belongs to a file or directory walked before (chain() reported it):
                 # drop the entry, or every later check finds the same cross link again.
-                if locs and self.report("bad_directory", path, f"first cluster {cluster} in use elsewhere: entry removed"):
+                if locs and self.report(
+                    "bad_directory", path, f"first cluster {cluster} in use elsewhere: entry removed"
+                ):
                     for off in locs:
                         _pwrite_all(self.fd, bytes([DELETED]), off)
                 continue
@@ -164,23 +166,29 @@ class _Checker:
                     _pwrite_all(self.fd, bytes(buf[i * self.cs : (i + 1) * self.cs]), g.cluster_offset(c))
             root = False
 
-    def _check_dir(self, buf: bytearray, clusters: list[int], parent: int, path: str, root: bool, queue) -> bool:
+    def _check_dir(
+        self,
+        buf: bytearray,
+        clusters: list[int],
+        parent: int,
+        path: str,
+        root: bool,
+        queue: deque[tuple[int, int, str, list[int]]],
+    ) -> bool:
         changed = False
         own = clusters[0]
-        lfn_start = -1
-        lfn_sum = -1
-        lfn_units: list[int] = []
-        lfn_next = 0
+        run = LongNameRun()
         nslots = len(buf) // ENTRY_SIZE
         used_end = nslots  # first slot after the live ones (the 0x00 end mark, if any)
         taken: set[bytes] | None = None  # the directory's short names, once a bad one needs a new name
 
-        def orphan(start: int, end: int) -> None:
+        def orphan(ranges: list[tuple[int, int]]) -> None:
             nonlocal changed
-            if self.report("orphan_lfn", path or "/", f"{end - start} long-name slot(s) without their entry"):
-                for j in range(start, end):
-                    buf[j * ENTRY_SIZE] = DELETED
-                changed = True
+            for start, end in ranges:
+                if self.report("orphan_lfn", path or "/", f"{end - start} long-name slot(s) without their entry"):
+                    for j in range(start, end):
+                        buf[j * ENTRY_SIZE] = DELETED
+                    changed = True
 
         for i in range(nslots):
             off = i * ENTRY_SIZE
@@ -190,39 +198,20 @@ class _Checker:
                 break
             attr = buf[off + 11]
             if b0 == DELETED:
-                if lfn_start >= 0:
-                    orphan(lfn_start, i)
-                    lfn_start = -1
+                orphan(run.gap(i))
                 continue
             if attr & 0x3F == ATTR_LFN:
                 if buf[off + 12] or buf[off + 26] or buf[off + 27]:  # LDIR_Type and LDIR_FstClusLO must be 0
                     if self.report("lfn_fields", path or "/", f"long-name slot {i} has non-zero reserved fields"):
                         buf[off + 12] = buf[off + 26] = buf[off + 27] = 0
                         changed = True
-                if b0 & 0x40:
-                    if lfn_start >= 0:
-                        orphan(lfn_start, i)
-                    lfn_start, lfn_sum, lfn_next = i, buf[off + 13], (b0 & 0x1F) - 1
-                    lfn_units = lfn_fragment(bytes(buf[off : off + 32]))
-                elif lfn_start >= 0 and b0 == lfn_next and buf[off + 13] == lfn_sum:
-                    lfn_units = lfn_fragment(bytes(buf[off : off + 32])) + lfn_units
-                    lfn_next -= 1
-                else:
-                    if lfn_start >= 0:
-                        orphan(lfn_start, i)
-                        lfn_start = -1
-                    orphan(i, i + 1)
+                orphan(run.slot(i, bytes(buf[off : off + 32])))
                 continue
             name11 = bytes(buf[off : off + 11])
-            display = short_display(name11, buf[off + 12])  # "C10.TMP", not "C10     TMP"
-            first = i  # first slot of this entry: its long-name slots when they belong to it
-            if lfn_start >= 0:
-                if lfn_next != 0 or lfn_checksum(name11) != lfn_sum:
-                    orphan(lfn_start, i)
-                else:
-                    display = decode_lfn(lfn_units) or display
-                    first = lfn_start
-                lfn_start = -1
+            long_name, first, orphans = run.entry(i, name11)
+            orphan(orphans)
+            # "C10.TMP", not "C10     TMP"
+            display = long_name or short_display(name11, buf[off + 12])
             if attr & ATTR_VOLUME_ID and not attr & ATTR_DIRECTORY:
                 if root and self.root_label is None:
                     self.root_label = name11
@@ -236,7 +225,7 @@ class _Checker:
             hi, lo = struct.unpack_from("<H", buf, off + 20)[0], struct.unpack_from("<H", buf, off + 26)[0]
             start = (hi << 16) | lo
             size = struct.unpack_from("<I", buf, off + 28)[0]
-            if name11 == _DOT or name11 == _DOTDOT:
+            if name11 in (_DOT, _DOTDOT):
                 if root:
                     continue
                 want = own if name11 == _DOT else parent
@@ -302,14 +291,15 @@ class _Checker:
                     self.cut(chain, need)
             elif len(chain) < need:
                 new_size = len(chain) * self.cs
-                if self.report("size_mismatch", child, f"size {size} but only {len(chain)} clusters: size set to {new_size}"):
+                if self.report(
+                    "size_mismatch", child, f"size {size} but only {len(chain)} clusters: size set to {new_size}"
+                ):
                     struct.pack_into("<I", buf, off + 28, new_size)
                     changed = True
-        if lfn_start >= 0:
-            orphan(lfn_start, used_end)  # never the 0x00 end mark itself
+        orphan(run.gap(used_end))  # a run left pending at the end; never the 0x00 end mark itself
         return changed
 
-    def _mixed_blocks(self):
+    def _mixed_blocks(self) -> Iterator[tuple[int, int]]:
         """(start, end) cluster ranges that need a per-entry look: blocks whose FAT entries are all zero
         (free) or whose clusters are all owned cannot hold a lost cluster, and are skipped at C speed."""
         block = 4096

@@ -18,6 +18,7 @@ import os
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -87,9 +88,50 @@ class Node:
     """
 
     __slots__ = (
-        "name", "short", "ntres", "attr", "cluster", "size", "ctenth", "ctime", "cdate", "adate",
-        "wtime", "wdate", "parent", "slot", "nslots", "chain", "dirty", "dir", "deleted", "mtime_ns", "ino",
+        "adate",
+        "attr",
+        "cdate",
+        "chain",
+        "cluster",
+        "ctenth",
+        "ctime",
+        "deleted",
+        "dir",
+        "dirty",
+        "ino",
+        "mtime_ns",
+        "name",
+        "nslots",
+        "ntres",
+        "parent",
+        "short",
+        "size",
+        "slot",
+        "wdate",
+        "wtime",
     )
+
+    name: str
+    short: bytes
+    ntres: int
+    attr: int
+    cluster: int
+    size: int
+    ctenth: int
+    ctime: int
+    cdate: int
+    adate: int
+    wtime: int
+    wdate: int
+    slot: int
+    nslots: int
+    ino: int
+    parent: Node | None
+    chain: Chain | None
+    dir: DirState | None
+    dirty: bool
+    deleted: bool
+    mtime_ns: int | None
 
     def __init__(self) -> None:
         # Exact time of the last write while open: FAT keeps 2 s, but a reader that caches pages by mtime
@@ -119,7 +161,7 @@ class Node:
 class DirState:
     """In-memory index of a loaded directory: names (case-insensitive), 8.3 aliases and free slots."""
 
-    __slots__ = ("by_key", "by_short", "end", "capacity", "free_start", "free_end", "label_slot")
+    __slots__ = ("by_key", "by_short", "capacity", "end", "free_end", "free_start", "label_slot")
 
     def __init__(self) -> None:
         self.by_key: dict[str, Node] = {}
@@ -344,10 +386,7 @@ class FatFileSystem:
             parts.append(os.pread(self.fd, length * cs, self.geo.cluster_offset(start)))
         buf = b"".join(parts)
         is_root = node is self.root
-        lfn_units: list[int] = []
-        lfn_expect = 0
-        lfn_sum = -1
-        lfn_first = -1
+        run = N.LongNameRun()
         run_start = -1
         end = st.capacity
         for i in range(st.capacity):
@@ -359,37 +398,18 @@ class FatFileSystem:
             if b0 == DELETED:
                 if run_start < 0:
                     run_start = i
-                lfn_expect, lfn_units, lfn_first = 0, [], -1  # a deleted slot breaks any pending long name
+                run.gap(i)  # a deleted slot breaks any pending long name
                 continue
             if run_start >= 0:
                 st.add_free(run_start, i - run_start)
                 run_start = -1
             attr = buf[off + 11]
             if attr & 0x3F == ATTR_LFN:
-                ordv = b0
-                frag = N.lfn_fragment(buf[off : off + 32])
-                if ordv & 0x40:
-                    lfn_expect = ordv & 0x1F
-                    lfn_sum = buf[off + 13]
-                    lfn_units = frag
-                    lfn_first = i
-                    if not 1 <= lfn_expect <= 20:
-                        lfn_expect, lfn_units, lfn_first = 0, [], -1
-                    else:
-                        lfn_expect -= 1
-                elif lfn_expect and ordv == lfn_expect and buf[off + 13] == lfn_sum:
-                    lfn_units = frag + lfn_units
-                    lfn_expect -= 1
-                else:
-                    lfn_expect, lfn_units = 0, []
+                run.slot(i, buf[off : off + 32])
                 continue
             raw = RawEntry.parse(buf, off)
-            complete = lfn_units and lfn_expect == 0 and lfn_first >= 0
-            long_name = None
-            if complete and N.lfn_checksum(raw.name) == lfn_sum:
-                long_name = N.decode_lfn(lfn_units)
-            nslots = (i - lfn_first + 1) if long_name else 1
-            lfn_units, lfn_expect, lfn_first = [], 0, -1
+            long_name, first, _ = run.entry(i, raw.name)
+            nslots = i - first + 1
             if attr & ATTR_VOLUME_ID:
                 if is_root and st.label_slot is None and not attr & ATTR_DIRECTORY:
                     st.label_slot = i
@@ -417,7 +437,7 @@ class FatFileSystem:
         node.dir = st
         return st
 
-    def _slot_runs(self, node: Node, slot: int, count: int):
+    def _slot_runs(self, node: Node, slot: int, count: int) -> Iterator[tuple[int, int]]:
         """(disk offset, bytes) pieces covering ``count`` slots from ``slot`` of a directory."""
         chain = self._dir_chain(node)
         per = self.cs // ENTRY_SIZE
@@ -442,7 +462,7 @@ class FatFileSystem:
 
     def _write_entry(self, node: Node) -> None:
         node.dirty = False
-        self._write_slots(node.parent, node.slot + node.nslots - 1, node.packed_entry())
+        self._write_slots(_parent(node), node.slot + node.nslots - 1, node.packed_entry())
 
     def _alloc_slots(self, d: Node, count: int) -> int:
         st = self._load_dir(d)
@@ -509,11 +529,12 @@ class FatFileSystem:
         for part in self._split(path):
             if not node.is_dir:
                 raise fs_error(errno.ENOTDIR, path)
-            node = self._lookup(node, part)
-            if node is None:
+            found = self._lookup(node, part)
+            if found is None:
                 if len(part) > N.MAX_NAME_UNITS // 2 and N.utf16_units(part) > N.MAX_NAME_UNITS:
                     raise fs_error(errno.ENAMETOOLONG, path)  # no FAT name can be this long (as create says)
                 return None
+            node = found
         return node
 
     def _parent_and_name(self, path: str) -> tuple[Node, str]:
@@ -603,7 +624,7 @@ class FatFileSystem:
             data = b"".join(N.lfn_slots(node.name, N.lfn_checksum(node.short)))
         data += node.packed_entry()
         node.dirty = False
-        self._write_slots(node.parent, node.slot, data)
+        self._write_slots(_parent(node), node.slot, data)
 
     def _prepare_new(self, path: str) -> tuple[Node, str]:
         self._check_writable()
@@ -627,7 +648,9 @@ class FatFileSystem:
             date, tim, tenth = encode_time(_now_ns())
             dotdot = 0 if parent is self.root else parent.cluster  # '..' of a first-level directory is 0
             for off, raw, cluster in ((0, b".          ", start), (32, b"..         ", dotdot)):
-                cl[off : off + 32] = RawEntry(raw, ATTR_DIRECTORY, 0, tenth, tim, date, date, cluster, tim, date, 0).pack()
+                cl[off : off + 32] = RawEntry(
+                    raw, ATTR_DIRECTORY, 0, tenth, tim, date, date, cluster, tim, date, 0
+                ).pack()
             _pwrite_all(self.fd, bytes(cl), self.geo.cluster_offset(start))
             node = self._new_node(parent, name, ATTR_DIRECTORY, start)
         except BaseException:
@@ -960,3 +983,9 @@ class FatFileSystem:
             if sector == 0 or sector < self.geo.reserved_sectors:
                 _pwrite_all(self.fd, field, sector * bps + 0x47)
 
+
+def _parent(node: Node) -> Node:
+    """The directory holding ``node``; only the root has none, and the root has no entry to write."""
+    parent = node.parent
+    assert parent is not None, "the root has no directory entry"
+    return parent

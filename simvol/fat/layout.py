@@ -210,7 +210,8 @@ def plan_format(size: int, cluster_size: int = 0, *, windows_limits: bool = Fals
         cluster_size = default_cluster_size(size)
     else:
         if cluster_size <= 0 or cluster_size & (cluster_size - 1) or not SECTOR <= cluster_size <= 65536:
-            # vds.md §5.3 row 7: above the largest allowed unit → too big; otherwise (incl. not a power of two) too small.
+            # Format's row 7: above the largest allowed unit → too big; otherwise (incl. not a power of two) too
+            # small.
             allowed = allowed_cluster_sizes(size, windows=windows_limits)
             largest = max(allowed) if allowed else 65536
             raise FormatError(

@@ -258,3 +258,58 @@ def decode_lfn(units: list[int]) -> str | None:
         return struct.pack(f"<{len(units)}H", *units).decode("utf-16-le")
     except UnicodeDecodeError:
         return None
+
+
+MAX_LFN_SLOTS = 20  # 255 UTF-16 units at 13 a slot
+
+
+class LongNameRun:
+    """The long-name slots in front of a directory entry, collected slot by slot (Microsoft's FAT spec, "FAT Long
+    Directory Entries": the last fragment first, ordinals counting down to 1, each slot carrying the checksum of
+    the short name it belongs to).
+
+    The directory reader and the checker both feed every slot through one of these, so they agree on which long
+    name an entry has; the checker also acts on the orphaned slot ranges the methods return as ``(start, end)``.
+    """
+
+    __slots__ = ("checksum", "next", "start", "units")
+
+    def __init__(self) -> None:
+        self.start = -1  # first slot of the pending run, -1 when none
+        self.checksum = -1
+        self.next = 0  # the ordinal the next slot must carry
+        self.units: list[int] = []
+
+    def _drop(self, end: int) -> list[tuple[int, int]]:
+        start, self.start, self.units = self.start, -1, []
+        return [(start, end)] if start >= 0 else []
+
+    def slot(self, i: int, raw: bytes) -> list[tuple[int, int]]:
+        """Feed long-name slot ``i`` (its 32 bytes); returns the ranges this orphans."""
+        ordinal = raw[0]
+        if ordinal & 0x40:  # the first slot of a name (its last fragment)
+            orphans = self._drop(i)
+            count = ordinal & 0x1F
+            if not 1 <= count <= MAX_LFN_SLOTS:
+                return [*orphans, (i, i + 1)]
+            self.start, self.checksum, self.next, self.units = i, raw[13], count - 1, lfn_fragment(raw)
+            return orphans
+        if self.start >= 0 and self.next and ordinal == self.next and raw[13] == self.checksum:
+            self.units = lfn_fragment(raw) + self.units
+            self.next -= 1
+            return []
+        return [*self._drop(i), (i, i + 1)]
+
+    def gap(self, i: int) -> list[tuple[int, int]]:
+        """Slot ``i`` is deleted: a pending run is orphaned."""
+        return self._drop(i)
+
+    def entry(self, i: int, short11: bytes) -> tuple[str | None, int, list[tuple[int, int]]]:
+        """The short entry at slot ``i``: (its long name or None, its first slot, the ranges this orphans)."""
+        if self.start < 0:
+            return None, i, []
+        if self.next == 0 and lfn_checksum(short11) == self.checksum:
+            name = decode_lfn(self.units)
+            start, self.start, self.units = self.start, -1, []
+            return name or None, start, []  # the entry owns its slots even if they do not decode
+        return None, i, self._drop(i)

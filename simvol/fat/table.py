@@ -10,6 +10,7 @@ Free space is tracked incrementally (count and a next-free hint), never by resca
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 from array import array
@@ -39,7 +40,7 @@ class FatTable:
         self._fd = fd
         self._geo = geo
         self._writable = writable
-        self._chunks: dict[int, array] = {}
+        self._chunks: dict[int, array[int]] = {}
         self._dirty: dict[int, list[int]] = {}  # chunk -> [lo, hi) entry span within the chunk
         self._copies = [geo.active_fat] if geo.active_fat is not None else list(range(geo.num_fats))
         self._read_copy = geo.active_fat or 0
@@ -53,7 +54,7 @@ class FatTable:
 
     # ----------------------------------------------------------------- raw access
 
-    def _chunk(self, idx: int) -> array:
+    def _chunk(self, idx: int) -> array[int]:
         ch = self._chunks.get(idx)
         if ch is None:
             off = self._geo.fat_offset(self._read_copy) + idx * _CHUNK_BYTES
@@ -208,9 +209,10 @@ class FatTable:
 
     def load_free_info(self, free: int | None, next_free: int | None) -> None:
         """Adopt FSInfo's hints when they are plausible, else count."""
-        exact = free is None or free > self._geo.cluster_count
-        if exact:
-            free = self.count_free()
+        if free is None or free > self._geo.cluster_count:
+            free, exact = self.count_free(), True
+        else:
+            exact = False
         self.free_count = free
         self.free_exact = exact
         self.next_free = next_free if next_free and 2 <= next_free <= self.max_cluster else 2
@@ -289,7 +291,7 @@ class FatTable:
                 self._recount()
             raise
         # Link the runs together and onto the existing chain.
-        for (s1, l1), (s2, _) in zip(extents, extents[1:]):
+        for (s1, l1), (s2, _) in itertools.pairwise(extents):
             self.set(s1 + l1 - 1, s2)
         if after:
             self.set(after, extents[0][0])
@@ -397,7 +399,7 @@ class FatTable:
             run_start, run_len, cur = nxt, 1, nxt
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)

@@ -1,7 +1,9 @@
 """The mount layer: one FUSE daemon per mounted volume, its handle table, control socket and dismounts.
 
-The service layer uses ``start_daemon`` / ``DaemonClient`` / ``cleanup_stale``; the daemon itself is
-``python -m simvol.mount.daemon``. Importing this package does not load libfuse; ``simvol.mount.ops`` does.
+The service layer talks to one :class:`Mounter` (``DaemonMounter``, or ``InProcessMounter`` in unit tests) and
+to nothing else here. The lower-level pieces (``start_daemon``, ``DaemonClient``, the mount table) are exported
+for tools and tests that watch daemons directly. The daemon itself is ``python -m simvol.mount.daemon``.
+Importing this package does not load libfuse; ``simvol.mount.ops`` does.
 """
 
 from .control import ControlError
@@ -18,15 +20,20 @@ from .launcher import (
     start_daemon,
     wait_gone,
 )
+from .mounter import DaemonMounter, FsStatus, Mounter, Presence
 from .mountinfo import MountEntry, find_mount, read_mounts, simvol_mounts
 
 __all__ = [
     "ControlError",
     "DaemonClient",
     "DaemonInfo",
+    "DaemonMounter",
+    "FsStatus",
     "Holder",
     "MountEntry",
     "MountError",
+    "Mounter",
+    "Presence",
     "cleanup_stale",
     "daemon_alive",
     "find_mount",

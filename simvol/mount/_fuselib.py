@@ -7,17 +7,18 @@ choice is made here, before the import, and checked after it.
 from __future__ import annotations
 
 import ctypes
-import os
 import operator
+import os
 import queue
 import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
-import mfusepy  # noqa: E402
+import mfusepy
 
 if mfusepy.fuse_version_major != 3:  # pragma: no cover - depends on the host
     raise ImportError(
@@ -25,9 +26,17 @@ if mfusepy.fuse_version_major != 3:  # pragma: no cover - depends on the host
         "install fuse3/libfuse3-3 (never the 'fuse' package)"
     )
 
-from ._loop import FUSE_CREATE, FUSE_GETATTR, FUSE_LOOKUP, FUSE_MKDIR, after_request, make_fuse_main  # noqa: E402
-from ._loop import request_header, request_nodeid  # noqa: E402
-from ._loop import spin_ns_from_env  # noqa: E402
+from ._loop import (
+    FUSE_CREATE,
+    FUSE_GETATTR,
+    FUSE_LOOKUP,
+    FUSE_MKDIR,
+    after_request,
+    make_fuse_main,
+    request_header,
+    request_nodeid,
+    spin_ns_from_env,
+)
 
 _lib = mfusepy._libfuse
 _lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
@@ -54,7 +63,7 @@ def caller_pid() -> int:
 
 def invalidate_path(fuse_ptr: int, path: str) -> int:
     """Drop the kernel's cached pages and attributes of ``path`` (any thread may call it)."""
-    return _lib.fuse_invalidate_path(ctypes.c_void_p(fuse_ptr), os.fsencode(path))
+    return int(_lib.fuse_invalidate_path(ctypes.c_void_p(fuse_ptr), os.fsencode(path)))
 
 
 def inode_notifier(fuse_ptr: int) -> Callable[[int, int, int], int]:
@@ -163,7 +172,7 @@ _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 
 
-class FastFUSE(mfusepy.FUSE):
+class FastFUSE(mfusepy.FUSE):  # type: ignore[misc]  # mfusepy ships no type information
     """mfusepy's FUSE with the hottest adapters done directly, and write-only opens in direct I/O.
 
     ``getattr`` runs twice per create (libfuse looks the new entry up) and once per lookup; mfusepy fills the
@@ -176,7 +185,7 @@ class FastFUSE(mfusepy.FUSE):
     single-threaded. ``spin_us`` overrides ``$SIMVOL_FUSE_SPIN_US`` (default 50; 0 never spins).
     """
 
-    def __init__(self, operations, mountpoint: str, *, spin_us: int | None = None, **kwargs) -> None:
+    def __init__(self, operations: Any, mountpoint: str, *, spin_us: int | None = None, **kwargs: Any) -> None:
         spin_ns = spin_ns_from_env() if spin_us is None else max(0, spin_us) * 1000
         saved = mfusepy.fuse_main_real
         # mfusepy calls its module-level fuse_main_real from __init__; the loop must be ours for this call only.
@@ -186,71 +195,81 @@ class FastFUSE(mfusepy.FUSE):
         finally:
             mfusepy.fuse_main_real = saved
 
-    def fgetattr(self, path, buf, fip):  # noqa: D102 - mfusepy's adapter, same contract
+    def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:  # noqa: D102 - mfusepy's adapter, same contract
         fields = self.operations.stat_fields(
             None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh if fip else None
         )
-        if fields.__class__ is int:
-            return fields  # -errno
+        if fields.__class__ is int:  # not isinstance: the hottest path there is
+            return int(fields)  # -errno
         ctypes.memmove(buf, _pack_stat(*fields), _STAT_SIZE)  # the whole struct: fields and zeroed rest
         return 0
 
-    def write(self, path, buf, size, offset, fip):  # noqa: D102
+    def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:  # noqa: D102
         # A view of libfuse's buffer instead of mfusepy's string_at copy: one memcpy less per MiB written.
         # The view is used only inside this callback, while the buffer is valid.
         data = memoryview((ctypes.c_char * size).from_address(ctypes.cast(buf, ctypes.c_void_p).value or 0)).cast("B")
         fi = fip.contents
-        return self.operations.write(
+        return int(self.operations.write(
             None if path is None else path.decode(self.encoding, self.errors), data, offset, fi.fh, bool(fi.writepage)
+        ))
+
+    def release(self, path: bytes | None, fip: Any) -> int:  # noqa: D102 - mfusepy's adapter minus its raw_fi branch
+        return int(
+            self.operations.release(None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh)
         )
 
-    def release(self, path, fip):  # noqa: D102 - mfusepy's adapter minus its raw_fi branch
-        return self.operations.release(None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh)
-
-    def truncate_fuse_3(self, path, length, fip):  # noqa: D102
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:  # noqa: D102
         # mfusepy's adapter drops the file info: an ftruncate(2) on a descriptor opened for writing then reached
         # the operations as a path-only truncate, whose read-only check refused it (EACCES).
         fh = fip.contents.fh if fip else None
-        return self.operations.truncate(None if path is None else path.decode(self.encoding, self.errors), length, fh)
+        return int(
+            self.operations.truncate(None if path is None else path.decode(self.encoding, self.errors), length, fh)
+        )
 
-    def utimens_fuse_3(self, path, buf, fip):  # noqa: D102
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:  # noqa: D102
         # libfuse passes utimensat's markers through: tv_nsec UTIME_NOW means "now", UTIME_OMIT "leave as is".
         # mfusepy's adapter read them as literal times, so touch wrote 1980-01-01.
         times = None
         if buf:
             now = time.time_ns()
             times = tuple(
-                None if ts.tv_nsec == _UTIME_OMIT else now if ts.tv_nsec == _UTIME_NOW else ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+                None
+                if ts.tv_nsec == _UTIME_OMIT
+                else now
+                if ts.tv_nsec == _UTIME_NOW
+                else ts.tv_sec * 1_000_000_000 + ts.tv_nsec
                 for ts in (buf.contents.actime, buf.contents.modtime)
             )
-        return self.operations.utimens(None if path is None else path.decode(self.encoding, self.errors), times)
+        return int(self.operations.utimens(None if path is None else path.decode(self.encoding, self.errors), times))
 
-    def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):  # noqa: D102
+    def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int) -> int:  # noqa: D102
         # The operations give (name, mode, ino): with use_ino, libfuse hands st_ino to the kernel as d_ino,
         # so ls -i and find -inum agree with stat. mfusepy's adapter would set the mode only.
         st = mfusepy.c_stat()
         encoding, errors = self.encoding, self.errors
-        for name, mode, ino in self.operations.readdir(None if path is None else path.decode(encoding, errors), fip.contents.fh):
+        for name, mode, ino in self.operations.readdir(
+            None if path is None else path.decode(encoding, errors), fip.contents.fh
+        ):
             st.st_mode = mode
             st.st_ino = ino
             if filler(buf, name.encode(encoding, errors), st, 0, 0) != 0:
                 break
         return 0
 
-    def open(self, path, fip):  # noqa: D102
+    def open(self, path: bytes, fip: Any) -> int:  # noqa: D102
         fi = fip.contents
         fi.fh = self.operations.open(path.decode(self.encoding, self.errors), fi.flags)
         _direct_if_write_only(fi)
         return 0
 
-    def create(self, path, mode, fip):  # noqa: D102
+    def create(self, path: bytes, mode: int, fip: Any) -> int:  # noqa: D102
         fi = fip.contents
         fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
         _direct_if_write_only(fi)
         return 0
 
 
-def _direct_if_write_only(fi) -> None:
+def _direct_if_write_only(fi: Any) -> None:
     # A write-only handle bypasses the kernel's page cache (FOPEN_DIRECT_IO): its writes reach the daemon
     # straight from the writer's pages instead of being copied into 4 KiB cache pages first, which made
     # sequential writes 1.3-1.5x faster (docs/performance.md). It changes nothing a program can observe: a
@@ -262,6 +281,18 @@ def _direct_if_write_only(fi) -> None:
 
 
 __all__ = [
-    "FUSE_CREATE", "FUSE_GETATTR", "FUSE_LOOKUP", "FUSE_MKDIR", "KernelNotifier", "after_request", "FastFUSE", "caller_pid", "current_fuse", "inode_notifier",
-    "invalidate_path", "mfusepy", "request_header", "request_nodeid",
+    "FUSE_CREATE",
+    "FUSE_GETATTR",
+    "FUSE_LOOKUP",
+    "FUSE_MKDIR",
+    "KernelNotifier",
+    "after_request",
+    "FastFUSE",
+    "caller_pid",
+    "current_fuse",
+    "inode_notifier",
+    "invalidate_path",
+    "mfusepy",
+    "request_header",
+    "request_nodeid",
 ]

@@ -80,7 +80,7 @@ def request_header() -> tuple[int, int]:
     if _header_view[0] != mem:
         _header_view[0] = mem
         _header_view[1] = (ctypes.c_char * _HEADER.size).from_address(mem)
-    return _HEADER.unpack_from(_header_view[1])  # type: ignore[return-value]
+    return _HEADER.unpack_from(_header_view[1])
 
 
 def request_nodeid() -> int:
@@ -133,7 +133,7 @@ def make_fuse_main(lib: ctypes.CDLL, spin_ns: int) -> Callable[..., int]:
     """A drop-in for mfusepy's ``fuse_main_real(argc, argv, ops, ops_size, user_data)``."""
     _bind(lib)
 
-    def fuse_main(argc, argv, ops, ops_size, user_data) -> int:
+    def fuse_main(argc: int, argv: Any, ops: Any, ops_size: int, user_data: Any) -> int:
         args = _FuseArgs(argc, ctypes.cast(argv, ctypes.POINTER(ctypes.c_char_p)), 0)
         opts = ctypes.create_string_buffer(_CMDLINE_OPTS_SIZE)
         mountpoint_p = ctypes.c_void_p.from_buffer(opts, _MOUNTPOINT_OFFSET)
@@ -181,7 +181,7 @@ class SpinPolicy:
     requests; an idle daemon never spins.
     """
 
-    __slots__ = ("window_ns", "max_backoff", "burst", "backoff", "skip")
+    __slots__ = ("backoff", "burst", "max_backoff", "skip", "window_ns")
 
     def __init__(self, window_ns: int, max_backoff: int = 64) -> None:
         self.window_ns = window_ns

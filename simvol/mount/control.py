@@ -33,7 +33,7 @@ class ControlError(SimvolError):
         super().__init__(message)
         self.socket_path = socket_path
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.args[0], self.socket_path))
 
 
@@ -144,7 +144,7 @@ def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[s
             s.connect(path)
             s.sendall(json.dumps(message).encode() + b"\n")
             line = _read_line(s)
-    except (OSError, socket.timeout) as e:
+    except (TimeoutError, OSError) as e:
         raise ControlError(f"cannot reach the volume daemon: {e}", path) from e
     if not line:
         raise ControlError("the volume daemon closed the connection without answering", path)

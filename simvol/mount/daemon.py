@@ -127,7 +127,9 @@ class Daemon:
     def holders(self, extra_paths: list[str]) -> tuple[list[holders_mod.Holder], bool]:
         assert self.ops is not None
         table = [
-            holders_mod.Holder(h.pid, holders_mod.process_name(h.pid), self.mountpoint + h.path, "dir" if h.is_dir else "file")
+            holders_mod.Holder(
+                h.pid, holders_mod.process_name(h.pid), self.mountpoint + h.path, "dir" if h.is_dir else "file"
+            )
             for h in self.ops.handles()
             if h.pid
         ]

@@ -35,7 +35,7 @@ class Handle:
 class HandleTable:
     """Open handles by number, with a count per node (so "is this file open?" costs one look-up)."""
 
-    __slots__ = ("_handles", "_per_node", "_numbers", "refuse_opens", "all_stale")
+    __slots__ = ("_handles", "_numbers", "_per_node", "all_stale", "refuse_opens")
 
     def __init__(self) -> None:
         self._handles: dict[int, Handle] = {}

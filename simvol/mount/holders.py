@@ -132,3 +132,36 @@ def merge(*lists: Iterable[Holder]) -> list[Holder]:
         for h in lst:
             out.setdefault((h.pid, h.path, h.kind), h)
     return sorted(out.values(), key=lambda h: (h.pid, h.kind, h.path))
+
+
+def settled(holder: dict[str, object]) -> bool:
+    """A holder that really holds: alive, and for an entry of the daemon's handle table, still has the file open.
+
+    A handle whose process has exited, or whose process closed the file, is a RELEASE still on its way: the
+    kernel sends it after ``close()`` has returned.
+    """
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    if holder.get("kind") not in ("file", "dir"):
+        return True  # cwd, root, mmap: found by the /proc scan itself
+    path = os.path.normpath(str(holder.get("path")))
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return True  # cannot look (another user's process): assume it holds
+    for fd in fds:
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) == path:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False

@@ -38,7 +38,7 @@ class MountError(SimvolError):
         self.image = image
         self.log_tail = log_tail
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.args[0], self.image, self.log_tail))
 
 
@@ -232,7 +232,8 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any]:
     if not buf:
         return {"ok": False, "error": "the daemon exited without reporting"}
     try:
-        return json.loads(buf)
+        message: dict[str, Any] = json.loads(buf)
+        return message
     except ValueError:
         return {"ok": False, "error": f"garbled report from the daemon: {buf[:200]!r}"}
 
@@ -283,7 +284,9 @@ def daemon_alive(info: DaemonInfo) -> bool:
     """The daemon process of ``info`` still runs (same pid and start time)."""
     try:
         p = psutil.Process(info.pid)
-        return p.status() != psutil.STATUS_ZOMBIE and (not info.create_time or abs(p.create_time() - info.create_time) < 1)
+        return p.status() != psutil.STATUS_ZOMBIE and (
+            not info.create_time or abs(p.create_time() - info.create_time) < 1
+        )
     except psutil.Error:
         return False
 
@@ -314,7 +317,8 @@ class DaemonClient:
         self._ok(request(self.socket, {"op": "flush"}))
 
     def holders(self, paths: list[str] | None = None) -> list[dict[str, Any]]:
-        return self._ok(request(self.socket, {"op": "holders", "paths": paths or []}))["holders"]
+        found: list[dict[str, Any]] = self._ok(request(self.socket, {"op": "holders", "paths": paths or []}))["holders"]
+        return found
 
     def dismount(self, force: bool = False, paths: list[str] | None = None, timeout: float = 60.0) -> dict[str, Any]:
         """{"ok": True} once unmounted and the image is closed; {"ok": False, "in_use": True, "holders": […]}."""

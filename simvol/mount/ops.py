@@ -14,26 +14,28 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from ..errors import FsOpError
+from ..fat import ATTR_READ_ONLY, FatFileSystem, Node
 from ._fuselib import (
     FUSE_CREATE,
     FUSE_GETATTR,
     FUSE_LOOKUP,
     FUSE_MKDIR,
     KernelNotifier,
+    after_request,
     caller_pid,
     current_fuse,
     inode_notifier,
     invalidate_path,
     mfusepy,
-    after_request,
     request_header,
     request_nodeid,
 )
 from .handles import Handle, HandleTable
 from .spellings import KernelInodes
-from ..errors import FsOpError
-from ..fat import ATTR_READ_ONLY, FatFileSystem, Node
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,14 @@ _NS = 1_000_000_000
 _TIMEOUT = 1.0  # seconds the kernel may trust an entry or attributes it was given (stored spellings)
 _NAMES_PARENT = frozenset({FUSE_LOOKUP, FUSE_CREATE, FUSE_MKDIR})  # requests whose node id is the directory
 _MAX_BACKGROUND = 4096
+_T = TypeVar("_T")
 
 
 def _err(e: int) -> mfusepy.FuseOSError:
     return mfusepy.FuseOSError(e)
 
 
-class VolumeOps(mfusepy.Operations):
+class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
     def __init__(self, fs: FatFileSystem, mountpoint: str, *, readonly: bool = False) -> None:
@@ -64,14 +67,14 @@ class VolumeOps(mfusepy.Operations):
         # Each spelling of a name is its own kernel inode with its own cache (spellings.py); outside a FUSE loop
         # (unit tests) no request has a node id and nothing is notified.
         self._kinodes = KernelInodes()
-        self._request_nodeid = lambda: 0
-        self._request_header = lambda: (0, 0)
+        self._request_nodeid: Callable[[], int] = lambda: 0
+        self._request_header: Callable[[], tuple[int, int]] = lambda: (0, 0)
         self._notifier: KernelNotifier | None = None
         self._dir_paths: dict[int, str] = {}  # directory's ino → its path in stored spellings ("" for the root)
         self._dir_nodeids: dict[int, int] = {1: 1}  # directory's ino → the kernel inode of its stored spelling
         # libfuse's own struct fuse_config: it reads the entry and attribute timeouts for each reply right after
         # asking for the attributes, so stat_fields can give an answer about another spelling timeouts of 0.
-        self._config = None
+        self._config: Any = None
         self._timeouts_zero = False
 
     # ------------------------------------------------------------ handle table (used by the control thread)
@@ -144,7 +147,7 @@ class VolumeOps(mfusepy.Operations):
             return False
         return self._table.node_is_open(node)
 
-    def _call(self, fn, *args):
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         try:
             return fn(*args)
         except FsOpError as e:
@@ -156,7 +159,7 @@ class VolumeOps(mfusepy.Operations):
 
     # ------------------------------------------------------------ libfuse callbacks
 
-    def init_with_config(self, conn, config) -> None:
+    def init_with_config(self, conn: Any, config: Any) -> None:
         self._fuse_ptr = current_fuse()
         self._config = config
         if self._fuse_ptr:
@@ -278,7 +281,7 @@ class VolumeOps(mfusepy.Operations):
         """mfusepy's dict form of ``stat_fields`` (mfusepy registers the getattr callback by this name; FastFUSE
         answers it from ``stat_fields`` directly)."""
         fields = self.stat_fields(path, fh)
-        if fields.__class__ is int:
+        if isinstance(fields, int):
             raise _err(-fields)
         ino, mode, nlink, size, uid, gid, blocks, blksize, a_s, a_ns, m_s, m_ns, c_s, c_ns = fields
         return {

@@ -13,7 +13,9 @@ from enum import Enum
 
 MAX_PATH_CHARS = 259
 
-_GUID_PATH = re.compile(r"^\\\\\?\\Volume\{([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\}(\\.*)?$")
+_GUID_PATH = re.compile(
+    r"^\\\\\?\\Volume\{([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\}(\\.*)?$"
+)
 _LETTER = re.compile(r"^([A-Za-z]):\\?$")
 _LETTERISH = re.compile(r"^.:\\*$")
 _ABS = re.compile(r"^([A-Za-z]):\\(.*)$")

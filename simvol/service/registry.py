@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import HRESULTS, RegistryError, VdsError, vds_error
+from ..types import VolumeState
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class VolumeRow:
     number: int
     dismount: str
     attached: float
+
+    @property
+    def temporarily_dismounted(self) -> bool:
+        return self.dismount == VolumeState.TEMPORARILY_DISMOUNTED.dismount
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,7 @@ class Registry:
         with self.transaction() as db:
             n = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM volumes").fetchone()[0]
             db.execute(
-                "INSERT INTO volumes (id, image, number, dismount, attached) VALUES (?, ?, ?, 'none', ?)",
+                "INSERT INTO volumes (id, image, number, dismount, attached) VALUES (?, ?, ?, 'none', ?)",  # MOUNTED
                 (volume_id, image, n, time.time()),
             )
         row = self.volume(volume_id)
@@ -157,13 +162,14 @@ class Registry:
         with self.transaction() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
 
-    def set_dismount(self, volume_id: str, state: str) -> None:
+    def set_temporarily_dismounted(self, volume_id: str, dismounted: bool) -> None:
+        word = (VolumeState.TEMPORARILY_DISMOUNTED if dismounted else VolumeState.MOUNTED).dismount
         with self.transaction() as db:
-            db.execute("UPDATE volumes SET dismount = ? WHERE id = ?", (state, volume_id))
+            db.execute("UPDATE volumes SET dismount = ? WHERE id = ?", (word, volume_id))
 
     def clear_all_temporary(self) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE volumes SET dismount = 'none'")
+            db.execute("UPDATE volumes SET dismount = ?", (VolumeState.MOUNTED.dismount,))
 
     # ------------------------------------------------------------ access paths
 

@@ -79,9 +79,6 @@ class Root:
     locks = property(lambda self: os.path.join(self.path, "run", "locks"))
     database = property(lambda self: os.path.join(self.path, "simvol.db"))
 
-    def mountpoint(self, volume_id: str) -> str:
-        return os.path.join(self.volumes, "{" + volume_id.upper() + "}")
-
     def letter_path(self, letter: str) -> str:
         return os.path.join(self.drives, letter.upper())
 
@@ -126,7 +123,9 @@ class Root:
                     except FileNotFoundError:
                         pass
                     continue
-                raise VdsError(HRESULTS["E_ACCESSDENIED"], f"cannot open the lock file {path}: {e.strerror or e}") from e
+                raise VdsError(
+                    HRESULTS["E_ACCESSDENIED"], f"cannot open the lock file {path}: {e.strerror or e}"
+                ) from e
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted there
                 os.close(fd)
                 raise VdsError(HRESULTS["E_ACCESSDENIED"], f"{path} is not a regular file")

@@ -9,16 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import time
 import uuid
-from typing import TYPE_CHECKING, Any
-
-import psutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from ..errors import (
     HRESULTS,
     S_OK,
-    FormatError,
     ImageError,
     SimvolError,
     UnsupportedFileSystemError,
@@ -26,10 +24,8 @@ from ..errors import (
     VolumeInUseError,
     vds_error,
 )
-from ..fat import check as check_fs
-from ..fat import FatFileSystem, allowed_cluster_sizes, default_cluster_size, format_volume, is_dirty
-from ..fat.layout import normalize_label, plan_format
-from ..image import Image
+from ..image import Image, ImageMetadata
+from ..image.filesystems import FAT32
 from ..types import (
     CRITICAL_ROLES,
     FileSystemFormatSupportFlag,
@@ -37,32 +33,26 @@ from ..types import (
     FileSystemProp,
     FileSystemPropFlag,
     FileSystemType,
-    Health,
     ReparsePointProp,
     TransitionState,
     VolumeFlag,
     VolumeProp,
-    VolumeStatus,
+    VolumeState,
     VolumeType,
 )
+from .formats import check_fits, format_driver
+from .host import Host
 from .paths import AccessPath, Shape, guid_path, parse_access_path
-
-if TYPE_CHECKING:
-    from .service import VolumeService
+from .registry import PathRow
 
 log = logging.getLogger(__name__)
 
 _E = HRESULTS
-_LATE_RELEASE_WAIT = 0.5  # seconds, as the daemon's SAFE_WAIT
 _ALWAYS = VolumeFlag.NTFS_NOT_SUPPORTED | VolumeFlag.FAT_NOT_SUPPORTED | VolumeFlag.REFS_NOT_SUPPORTED
-_KNOWN_OTHER_FS = {"NTFS", "FAT", "EXFAT", "UDF", "REFS"}
-_FS_BY_TYPE = {
-    FileSystemType.NTFS: "NTFS",
-    FileSystemType.FAT: "FAT",
-    FileSystemType.EXFAT: "EXFAT",
-    FileSystemType.UDF: "UDF",
-    FileSystemType.REFS: "REFS",
-}
+M = VolumeState.MOUNTED
+T = VolumeState.TEMPORARILY_DISMOUNTED
+P = VolumeState.PERMANENTLY_DISMOUNTED
+FAILED = VolumeState.FAILED
 
 
 def _fail(code: str, message: str | None = None, **kw: Any) -> VdsError:
@@ -72,8 +62,8 @@ def _fail(code: str, message: str | None = None, **kw: Any) -> VdsError:
 class Volume:
     """One attached volume. Cheap to create; every call reads the current state."""
 
-    def __init__(self, service: VolumeService, volume_id: str) -> None:
-        self._svc = service
+    def __init__(self, host: Host, volume_id: str) -> None:
+        self._host = host
         self.id = uuid.UUID(volume_id)
         self._vid = str(self.id)
 
@@ -81,67 +71,46 @@ class Volume:
         return f"<Volume {{{self._vid.upper()}}}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Volume) and other.id == self.id and other._svc is self._svc
+        return isinstance(other, Volume) and other.id == self.id and other._host is self._host
 
     def __hash__(self) -> int:
         return hash(self.id)
 
     # ================================================================= helpers
 
-    def _lock(self):
-        return self._svc.root.lock(self._vid)
+    def _lock(self) -> AbstractContextManager[None]:
+        return self._host.lock(self._vid)
 
-    def _enter(self) -> str:
-        """Reconcile and return the state (M, T, P or FAILED); the caller holds the lock."""
-        return self._svc._reconcile(self._vid)
+    def _enter(self) -> VolumeState:
+        """Reconcile and return the state; the caller holds the lock."""
+        return self._host.reconcile(self._vid)
 
-    def _meta(self):
-        meta = self._svc._metadata(self._svc._row(self._vid))
+    def _meta(self) -> ImageMetadata:
+        meta = self._host.metadata(self._host.row(self._vid))
         if meta is None:
             raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot read the image {self.image}")
         return meta
 
     @property
     def image(self) -> str:
-        return self._svc._row(self._vid).image
+        return self._host.row(self._vid).image
 
     @property
     def mount_path(self) -> str:
-        """The FUSE mount point, ``ROOT/volumes/{GUID}`` (present only while mounted)."""
-        return self._svc.root.mountpoint(self._vid)
+        """The mount point, ``ROOT/volumes/{GUID}`` (present only while mounted)."""
+        return self._host.mounter.mountpoint(self._vid)
 
-    def _paths(self):
-        return self._svc.registry.paths(self._vid)
+    def _paths(self) -> list[PathRow]:
+        return self._host.registry.paths(self._vid)
 
     def _host_paths(self) -> list[str]:
         return [p.host_path for p in self._paths()]
 
-    def _in_use_holders(self) -> list[dict[str, Any]]:
-        """Who holds the volume. A handle whose process has exited, or no longer has the file open, is a RELEASE
-        still on its way (the kernel sends it after close() returns): wait briefly for it, as the daemon's safe
-        dismount does (vds.md §5.10). Without the second case a process that closed a file and dismounted at once
-        was told it held the volume itself (about one time in three)."""
-        client = self._svc._client(self._vid)
-        if client is None:
-            return []
-        deadline = time.monotonic() + _LATE_RELEASE_WAIT
-        while True:
-            try:
-                holders = client.holders(self._host_paths())
-            except SimvolError as e:
-                log.warning("holder query failed: %s", e)
-                return []
-            if time.monotonic() >= deadline or not holders or any(_settled(h) for h in holders):
-                return holders
-            time.sleep(0.01)
-
     def _refuse_if_in_use(self) -> None:
         """VDS_E_DEVICE_IN_USE, naming the holders, when anything holds the mounted volume."""
-        holders = self._in_use_holders()
+        holders = self._host.mounter.holders(self._vid, self._host_paths())
         if holders:
-            from .service import _in_use_message
-
-            raise VolumeInUseError(message=_in_use_message(holders), holders=holders)
+            raise VolumeInUseError.of(holders)
 
     def _set_image_flags(self, *, set: int = 0, clear: int = 0) -> None:
         try:
@@ -151,26 +120,23 @@ class Volume:
             raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot update {self.image}: {e}") from e
 
     def _mount_now(self) -> None:
-        self._svc._start(self._svc._row(self._vid))
-        self._svc.registry.set_dismount(self._vid, "none")
+        self._host.mount(self._vid)
 
     # ================================================================= queries
 
     @property
-    def state(self) -> str:
-        """``M`` (mounted), ``T`` (temporarily dismounted), ``P`` (permanently dismounted) or ``FAILED``."""
+    def state(self) -> VolumeState:
+        """Mounted (``"M"``), temporarily (``"T"``) or permanently (``"P"``) dismounted, or ``"FAILED"``."""
         with self._lock():
             return self._enter()
 
-    def _flags(self, state: str, meta) -> VolumeFlag:
+    def _flags(self, state: VolumeState, meta: ImageMetadata | None) -> VolumeFlag:
         flags = VolumeFlag(meta.flags) | _ALWAYS if meta is not None else _ALWAYS
         if meta is not None:
             size = meta.fs_size
-            try:
-                plan_format(size, 0, windows_limits=True)
-            except FormatError:
+            if not FAT32.windows_formattable(size):
                 flags |= VolumeFlag.FAT32_NOT_SUPPORTED
-            if state in ("T", "P") and _image_dirty(self.image, size):
+            if state.dismounted and FAT32.dirty(self.image, size):
                 flags |= VolumeFlag.DIRTY
         return flags
 
@@ -179,17 +145,14 @@ class Volume:
         with self._lock():
             return self._properties(self._enter())
 
-    def _properties(self, state: str) -> VolumeProp:
-        row = self._svc._row(self._vid)
-        meta = self._svc._metadata(row)
-        status = {"M": VolumeStatus.ONLINE, "T": VolumeStatus.ONLINE, "P": VolumeStatus.OFFLINE}.get(
-            state, VolumeStatus.FAILED
-        )
+    def _properties(self, state: VolumeState) -> VolumeProp:
+        row = self._host.row(self._vid)
+        meta = self._host.metadata(row)
         return VolumeProp(
             id=self.id,
             type=VolumeType.SIMPLE,
-            status=status,
-            health=Health.HEALTHY if state != "FAILED" else Health.FAILED,
+            status=state.status,
+            health=state.health,
             transition_state=TransitionState.STABLE,
             size=meta.fs_size if meta else 0,
             flags=self._flags(state, meta),
@@ -216,20 +179,14 @@ class Volume:
 
     def get_file_system_type_name(self) -> str:
         with self._lock():
-            if self._enter() == "P":
+            if self._enter() is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
-            return "FAT32"
+            return FAT32.name
 
     def query_file_system_format_support(self) -> list[FileSystemFormatSupportProp]:
         with self._lock():
             self._enter()
-            size = self._meta().fs_size
-            try:
-                plan_format(size, 0, windows_limits=True)
-                default = default_cluster_size(size)
-                allowed = tuple(allowed_cluster_sizes(size))
-            except FormatError:
-                default, allowed = 0, ()
+            default, allowed = FAT32.format_support(self._meta().fs_size)
             return [
                 FileSystemFormatSupportProp(
                     FileSystemFormatSupportFlag.DEFAULT | FileSystemFormatSupportFlag.RECOMMENDED, 0, default, allowed
@@ -240,48 +197,41 @@ class Volume:
         """P → VDS_E_VOLUME_NOT_ONLINE; T → remount first (vds.md §5.2)."""
         with self._lock():
             state = self._enter()
-            if state == "P":
+            if state is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
-            if state == "T":
+            if state is T:
                 self._mount_now()
             return self._fs_prop()
 
     def _fs_prop(self) -> FileSystemProp:
-        client = self._svc._client(self._vid)
-        if client is None:
+        st = self._host.mounter.fs_status(self._vid)
+        if st is None:
             raise _fail("VDS_E_OBJECT_STATUS_FAILED", "the volume is not mounted")
-        st = client.status()
         return FileSystemProp(
             type=FileSystemType.FAT32,
             volume_id=self.id,
             flags=FileSystemPropFlag(0),
-            total_allocation_units=st["total_clusters"],
-            available_allocation_units=st["free_clusters"],
-            allocation_unit_size=st["cluster_size"],
-            label=st.get("label", ""),
+            total_allocation_units=st.total_clusters,
+            available_allocation_units=st.free_clusters,
+            allocation_unit_size=st.cluster_size,
+            label=st.label,
         )
 
     @property
     def label(self) -> str:
         """The volume label, read from the mounted file system or the image."""
-        client = self._svc._client(self._vid)
-        if client is not None:
-            try:
-                return client.status().get("label", "")
-            except SimvolError:
-                pass
         try:
-            with Image.open(self.image, writable=False) as im:
-                return FatFileSystem(im.fd, im.fs_size, writable=False).label
-        except (SimvolError, OSError):
-            return ""
+            st = self._host.mounter.fs_status(self._vid)
+        except SimvolError:
+            st = None
+        return st.label if st is not None else FAT32.label(self.image)
 
     def holders(self) -> list[dict[str, Any]]:
         """Processes holding the mounted volume: pid, process, path, kind (file, dir, cwd, root, mmap)."""
         with self._lock():
-            if self._enter() != "M":
+            if self._enter() is not M:
                 return []
-            return self._in_use_holders()
+            return self._host.mounter.holders(self._vid, self._host_paths())
 
     # ================================================================= Mount / Dismount / Offline
 
@@ -289,13 +239,13 @@ class Volume:
         """``IVdsVolumeMF::Mount`` (vds.md §5.8)."""
         with self._lock():
             state = self._enter()
-            if state == "M":
-                if self._svc._daemon(self._vid) is None:
-                    self._svc._start(self._svc._row(self._vid))
+            if state is M:
+                if not self._host.mounter.running(self._vid):
+                    self._host.start(self._host.row(self._vid))
                 return S_OK
-            if state == "FAILED":
+            if state is FAILED:
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot read the image {self.image}")
-            if state == "P":
+            if state is P:
                 self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
                 try:
                     self._mount_now()
@@ -312,24 +262,24 @@ class Volume:
             state = self._enter()
             meta = self._meta()
             flags = meta.flags
-            if state == "M" and not force:
+            if state is M and not force:
                 self._refuse_if_in_use()
             if flags & CRITICAL_ROLES:
                 raise _fail("VDS_E_NOT_SUPPORTED", "a system, boot or pagefile volume cannot be dismounted")
-            if state == "T":
+            if state is T:
                 raise _fail("VDS_E_VOLUME_TEMPORARILY_DISMOUNTED")
             if permanent and not flags & VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED:
                 raise _fail("VDS_E_NOT_SUPPORTED", "this volume does not support permanent dismount")
             if permanent and self._paths():
                 raise _fail("VDS_E_VOLUME_HAS_PATH")
-            if not permanent and state == "P":
+            if not permanent and state is P:
                 raise _fail("VDS_E_VOLUME_PERMANENTLY_DISMOUNTED")
-            if permanent and state == "P":
+            if permanent and state is P:
                 return S_OK
-            if state == "FAILED":
+            if state is FAILED:
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED")
-            self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
-            self._svc.registry.set_dismount(self._vid, "temporary")
+            self._host.stop(self._vid, force=force, paths=self._host_paths())
+            self._host.registry.set_temporarily_dismounted(self._vid, True)
             if permanent:
                 self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
             return S_OK
@@ -337,7 +287,7 @@ class Volume:
     def offline(self) -> int:
         """``IVdsVolumeMF3::OfflineVolume``: P → S_OK, otherwise Dismount(TRUE, TRUE)."""
         with self._lock():
-            if self._enter() == "P":
+            if self._enter() is P:
                 return S_OK
             return self.dismount(force=True, permanent=True)
 
@@ -351,18 +301,20 @@ class Volume:
 
     def _folder_host(self, ap: AccessPath) -> str:
         """Host location of a folder path; raises per rows 9 and 10."""
-        root = self._svc.root
+        root = self._host.root
         if ap.shape is Shape.HOST:
             host = ap.display
         elif ap.letter == "C":
             host = os.path.join(root.system_drive, *ap.parts)
         else:
-            prow = self._svc.registry.path_by_key(f"{ap.letter}:")
+            prow = self._host.registry.path_by_key(f"{ap.letter}:")
             if prow is not None:
                 raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
             raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"no drive {ap.letter}:")
         real_parent = os.path.realpath(os.path.dirname(host))
-        if _inside(real_parent, root.volumes) or _inside(os.path.realpath(host), root.volumes) and not os.path.islink(host):
+        if _inside(real_parent, root.volumes) or (
+            _inside(os.path.realpath(host), root.volumes) and not os.path.islink(host)
+        ):
             raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
         if ap.shape is Shape.FOLDER and not _inside(real_parent, os.path.realpath(root.system_drive)):
             # A symlink on the simulated C: leads out of it: the folder is not on C:, and nothing outside the
@@ -378,7 +330,7 @@ class Volume:
         """
         ap = parse_access_path(path)
         self._check_path_shape(ap)
-        with self._lock(), self._svc.root.lock("paths"):
+        with self._lock(), self._host.lock("paths"):
             state = self._enter()
             meta = self._meta()
             if meta.flags & VolumeFlag.HIDDEN:
@@ -387,8 +339,8 @@ class Volume:
                 raise _fail("VDS_E_INVALID_DRIVE_LETTER", f"{path!r} is not a valid drive letter")
             if ap.shape is Shape.BAD_SHAPE:
                 raise _fail("E_INVALIDARG", f"{path!r} is not an absolute path")
-            reg = self._svc.registry
-            root = self._svc.root
+            reg = self._host.registry
+            root = self._host.root
             if ap.shape is Shape.LETTER:
                 if meta.flags & CRITICAL_ROLES and not _initial:
                     raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
@@ -424,7 +376,7 @@ class Volume:
                     raise _fail("HRESULT_FROM_WIN32(ERROR_DIRECTORY)", f"{path} is not a directory")
                 if os.listdir(host):
                     raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is not empty")
-                target = root.mountpoint(self._vid)
+                target = self._host.mounter.mountpoint(self._vid)
                 dir_mode = stat.S_IMODE(st.st_mode)
             linked = False
             try:
@@ -446,7 +398,7 @@ class Volume:
                     if ap.shape is not Shape.LETTER:
                         _make_dir(host, dir_mode)
                 raise
-            if state == "P":
+            if state is P:
                 try:
                     self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
                     self._mount_now()
@@ -460,7 +412,7 @@ class Volume:
             return S_OK
 
     def _remove_path(self, key: str) -> None:
-        reg = self._svc.registry
+        reg = self._host.registry
         row = reg.path_by_key(key)
         if row is None:
             return
@@ -491,7 +443,7 @@ class Volume:
         """``IVdsVolumeMF::DeleteAccessPath`` (vds.md §5.7). A folder becomes an empty directory again."""
         ap = parse_access_path(path)
         self._check_path_shape(ap)
-        with self._lock(), self._svc.root.lock("paths"):
+        with self._lock(), self._host.lock("paths"):
             state = self._enter()
             mine = {p.key: p for p in self._paths()}
             if ap.shape not in (Shape.LETTER, Shape.FOLDER, Shape.HOST) or ap.key not in mine:
@@ -499,7 +451,7 @@ class Volume:
             if ap.shape is Shape.LETTER:
                 if self._meta().flags & CRITICAL_ROLES:
                     raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
-                if state == "M" and not force:
+                if state is M and not force:
                     self._refuse_if_in_use()
             self._remove_path(ap.key)
             return S_OK
@@ -519,48 +471,23 @@ class Volume:
         with self._lock():
             state = self._enter()
             meta = self._meta()
-            if state == "P":
+            if state is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
             if meta.flags & CRITICAL_ROLES:
                 raise _fail("VDS_E_OPERATION_DENIED", "system, boot and pagefile volumes cannot be formatted")
             if meta.flags & VolumeFlag.READONLY:
                 raise _fail("VDS_E_MEDIA_WRITE_PROTECTED")
-            if label is not None and not isinstance(label, str):
-                raise _fail("E_INVALIDARG", f"the label must be a string, got {label!r}")
-            if not isinstance(unit, int) or isinstance(unit, bool):
-                raise _fail("E_INVALIDARG", f"the allocation unit must be a number of bytes, got {unit!r}")
-            name = fs_type.upper() if isinstance(fs_type, str) else _FS_BY_TYPE.get(_fs_enum(fs_type), "")
-            if isinstance(fs_type, str) and fs_type.upper() == "FAT32" or fs_type == FileSystemType.FAT32:
-                pass
-            elif name in _KNOWN_OTHER_FS:
-                raise _fail("VDS_E_INCOMPATIBLE_FILE_SYSTEM", f"simvol formats FAT32 only, not {name}")
-            else:
-                raise _fail("VDS_E_INVALID_FS_TYPE", f"unknown file-system type {fs_type!r}")
-            try:
-                normalize_label(label)
-            except FormatError as e:
-                raise _fail("VDS_E_BAD_LABEL", str(e)) from e
+            fs = format_driver(fs_type, label, unit)
             size = meta.fs_size
-            try:
-                plan_format(size, 0, windows_limits=True)
-            except FormatError as e:
-                raise _fail("VDS_E_VOLUME_TOO_BIG" if e.reason == "too_big" else "VDS_E_VOLUME_TOO_SMALL", str(e)) from e
-            if unit:
-                allowed = allowed_cluster_sizes(size)
-                if unit not in allowed:
-                    code = "VDS_E_CLUSTER_SIZE_TOO_BIG" if allowed and unit > max(allowed) else "VDS_E_CLUSTER_SIZE_TOO_SMALL"
-                    raise _fail(code, f"allocation unit {unit} not allowed for {size} bytes (allowed: {allowed})")
-            if state == "M" and not force:
+            check_fits(fs, size, label, unit, windows_limits=True)
+            if state is M and not force:
                 self._refuse_if_in_use()
-            if state == "M":
-                self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
+            if state is M:
+                self._host.stop(self._vid, force=force, paths=self._host_paths())
             try:
-                with Image.open(self.image) as im:
-                    format_volume(im.fd, im.fs_size, cluster_size=unit, label=label, windows_limits=True, quick=quick)
-            except (ImageError, OSError) as e:
+                fs.format(self.image, unit=unit, label=label, windows_limits=True, quick=quick)
+            except (SimvolError, OSError) as e:  # a FormatError too, though check_fits ruled it out
                 raise _fail("VDS_E_IO_ERROR", f"formatting failed: {e}") from e
-            except FormatError as e:  # pragma: no cover - checked above
-                raise _fail("VDS_E_IO_ERROR", str(e)) from e
             self._mount_now()
             return _E["VDS_S_VOLUME_COMPRESS_FAILED"] if compress else S_OK
 
@@ -573,9 +500,9 @@ class Volume:
                 raise _fail("VDS_E_INVALID_OPERATION")
             if int(flags) & ~int(FileSystemPropFlag.COMPRESSED):
                 raise _fail("VDS_E_INVALID_FS_FLAG")
-            if state == "P":
+            if state is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
-            if state == "T":
+            if state is T:
                 self._mount_now()
             if setting and flags & FileSystemPropFlag.COMPRESSED:
                 raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 cannot be compressed")
@@ -589,7 +516,7 @@ class Volume:
 
     # ================================================================= check
 
-    def check(self, repair: bool = False, progress=None) -> list[dict[str, Any]]:
+    def check(self, repair: bool = False, progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """Check the file system (``fsck``-like); ``repair`` needs the volume dismounted (T or P).
 
         On a mounted volume the daemon flushes first and the image is read as it stands; the dirty
@@ -597,43 +524,32 @@ class Volume:
         """
         with self._lock():
             state = self._enter()
-            if state == "M":
+            if state is M:
                 if repair:
                     raise _fail("VDS_E_DEVICE_IN_USE", "dismount the volume before repairing it")
-                client = self._svc._client(self._vid)
-                if client is not None:
-                    client.flush()
-                meta = self._meta()
-                fd = os.open(self.image, os.O_RDONLY | os.O_CLOEXEC)
+                self._host.mounter.flush(self._vid)
                 try:
-                    problems = check_fs(fd, meta.fs_size, progress=progress)
+                    return FAT32.check_live(self.image, self._meta().fs_size, progress=progress)
                 except UnsupportedFileSystemError as e:
                     raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
-                finally:
-                    os.close(fd)
-                # An open volume carries these by design: the dirty markers, and an FSInfo and backup boot
-                # sector that are rewritten only at a clean dismount.
-                return [p.as_dict() for p in problems if p.kind not in ("dirty", "fsinfo", "backup_boot")]
             try:
-                with Image.open(self.image, writable=repair) as im:
-                    problems = check_fs(im.fd, im.fs_size, repair=repair, progress=progress)
+                return FAT32.check(self.image, repair=repair, progress=progress)
             except UnsupportedFileSystemError as e:
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
             except ImageError as e:
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot open {self.image}: {e}") from e
-            return [p.as_dict() for p in problems]
 
     # ================================================================= life cycle
 
     def detach(self, force: bool = False) -> None:
         """Dismount (forced with ``force``), remove every access path and forget the volume; the image stays."""
-        with self._lock(), self._svc.root.lock("paths"):
+        with self._lock(), self._host.lock("paths"):
             state = self._enter()
-            if state == "M":
-                self._svc._stop(self._vid, force=force, extra_paths=self._host_paths())
+            if state is M:
+                self._host.stop(self._vid, force=force, paths=self._host_paths())
             for p in self._paths():
                 self._remove_path(p.key)
-            self._svc.registry.remove_volume(self._vid)
+            self._host.registry.remove_volume(self._vid)
 
     def delete(self, force: bool = False) -> None:
         """``detach`` and remove the image file."""
@@ -653,7 +569,7 @@ class Volume:
             state = self._enter()
             prop = self._properties(state)
             paths = [p.display for p in self._paths()]
-        mounted = state == "M" and self._svc._daemon(self._vid) is not None
+        mounted = state is M and self._host.mounter.running(self._vid)
         return {
             "id": "{" + self._vid.upper() + "}",
             "guid_path": guid_path(self.id),
@@ -662,48 +578,13 @@ class Volume:
             "flags": int(prop.flags),
             "flag_names": [f"VDS_VF_{f.name}" for f in VolumeFlag if f in prop.flags and f.name],
             "size": prop.size,
-            "filesystem": "FAT32",
-            "label": self.label if state != "FAILED" else "",
+            "filesystem": FAT32.name,
+            "label": self.label if state is not FAILED else "",
             "access_paths": paths,
             "mounted": mounted,
             "mount_path": self.mount_path if mounted else None,
-            "dismount_state": {"M": "none", "T": "temporary", "P": "permanent"}.get(state, "none"),
+            "dismount_state": state.dismount,
         }
-
-
-def _fs_enum(v: int) -> FileSystemType | None:
-    try:
-        return FileSystemType(int(v))
-    except (TypeError, ValueError):
-        return None
-
-
-def _settled(holder: dict[str, Any]) -> bool:
-    """A holder that really holds: alive, and for a handle of the daemon's table, still has the file open."""
-    if not _pid_alive(holder.get("pid")):
-        return False
-    if holder.get("kind") not in ("file", "dir"):
-        return True  # cwd, root, mmap: found by the /proc scan itself
-    path = os.path.normpath(str(holder.get("path")))
-    fd_dir = f"/proc/{holder.get('pid')}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return True  # cannot look (another user's process): assume it holds
-    for fd in fds:
-        try:
-            if os.readlink(os.path.join(fd_dir, fd)) == path:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _pid_alive(pid: object) -> bool:
-    try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE  # type: ignore[call-overload]
-    except (psutil.Error, TypeError, ValueError):
-        return False
 
 
 def _make_dir(path: str, mode: int) -> None:
@@ -728,17 +609,3 @@ def _inside(path: str, base: str) -> bool:
     path = os.path.normpath(path)
     base = os.path.normpath(base)
     return path == base or path.startswith(base + os.sep)
-
-
-def _image_dirty(image: str, size: int) -> bool:
-    try:
-        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return is_dirty(fd, size)
-    except (SimvolError, OSError):
-        return False
-    finally:
-        os.close(fd)
-

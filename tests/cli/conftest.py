@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import read_line, stop_process
 from simvol.errors import code_name
 from simvol.mount import cleanup_stale, simvol_mounts
 from simvol.types import VolumeFlag
+from tests.support.processes import read_line, stop_process
 
 _candidate = Path(sys.executable).with_name("simvol")
 SIMVOL = str(_candidate) if _candidate.exists() else (shutil.which("simvol") or "simvol")
@@ -206,7 +206,10 @@ class Holder:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
         self.pid = self.proc.pid
         line = self._readline()
-        assert line.strip() == "ready", f"holder on {path} did not start: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        assert line.strip() == "ready", (
+            f"holder on {path} did not start: {line!r} "
+            f"{self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        )
 
     def _readline(self, timeout: float = 30) -> str:
         return read_line(self.proc, timeout)

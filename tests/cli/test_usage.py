@@ -84,7 +84,9 @@ def test_unknown_selector_human_output(fresh_cli: Cli) -> None:
 def test_resolve_without_a_volume(fresh_cli: Cli) -> None:
     out = fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "Q:\\dir\\file.txt")
     assert out["hresult"] == 0x80070003
-    out = fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "\\\\?\\Volume{00000000-1111-2222-3333-444444444444}\\f")
+    out = fresh_cli.fail(
+        "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "\\\\?\\Volume{00000000-1111-2222-3333-444444444444}\\f"
+    )
     # a relative path is a bad argument to the operation (an HRESULT failure, not a usage error: exit 1)
     out = fresh_cli.fail("E_INVALIDARG", "resolve", "dir\\file.txt")
     # C: exists (the simulated system drive); a missing file on it is FILE_NOT_FOUND

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MiB, Cli, sh
+from .conftest import Cli, MiB, sh
 
 pytestmark = pytest.mark.fuse
 
@@ -240,12 +240,12 @@ def test_json_on_a_terminal_is_still_one_object(cli: Cli, e_vol: dict) -> None:
     from .conftest import check_envelope, parse_one_object
 
     for args in (["check", "E:"], ["format", "E:", "--label", "TTY"]):
-        rc, text, err = _on_a_terminal(["--root", str(cli.root), "--json", *args])
+        rc, text, _err = _on_a_terminal(["--root", str(cli.root), "--json", *args])
         assert "\x1b" not in text, f"escape sequences in --json output: {text!r}"
         obj = parse_one_object(text)
         check_envelope(obj, rc)
         assert obj["code"] == "S_OK", obj
-    rc, text, err = _on_a_terminal(["--root", str(cli.root), "check", "E:"])
+    rc, text, _err = _on_a_terminal(["--root", str(cli.root), "check", "E:"])
     assert rc == 0 and "clean" in text
 
 

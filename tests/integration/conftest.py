@@ -1,7 +1,8 @@
 """Real FUSE mounts for the integration tests.
 
 Every volume lives under the test's ``tmp_path`` (images, ``volumes/{GUID}`` mount points); the daemons' run
-directory (socket, log, pid record) is a short private temporary directory, as a socket path must fit 108 bytes. All I/O on a mount is done by *other* processes (``vol.sh`` runs bash,
+directory (socket, log, pid record) is a short private temporary directory, as a socket path must fit 108 bytes.
+All I/O on a mount is done by *other* processes (``vol.sh`` runs bash,
 ``vol.py`` runs ``python -c``, ``vol.spawn`` starts a long-lived holder): the test process only talks to the
 daemon over its control socket and reads the image once it is closed.
 
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import read_line, stop_process, wait_until
 from simvol.fat import format_volume
 from simvol.image import Image, create_image
 from simvol.mount import (
@@ -37,6 +37,7 @@ from simvol.mount import (
     start_daemon,
     wait_gone,
 )
+from tests.support.processes import read_line, stop_process, wait_until
 
 MiB = 1 << 20
 GiB = 1 << 30

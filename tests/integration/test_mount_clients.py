@@ -376,7 +376,7 @@ def test_errno_for_long_names_and_objects_fat_cannot_hold(mounted_volume):
 def test_blocks_count_whole_clusters(mounted_volume):
     vol = mounted_volume
     cs = vol.py("import os; print(os.statvfs(os.environ['MP']).f_bsize)").stdout.strip()
-    vol.sh("head -c 1 /dev/zero > one && head -c $(({cs} + 1)) /dev/zero > two && : > empty".format(cs=cs))
+    vol.sh(f"head -c 1 /dev/zero > one && head -c $(({cs} + 1)) /dev/zero > two && : > empty")
     blocks = vol.sh("stat -c %b one two empty").stdout.split()
     per = int(cs) // 512
     assert blocks == [str(per), str(2 * per), "0"], (cs, blocks)

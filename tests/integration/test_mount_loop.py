@@ -50,6 +50,7 @@ def test_sigterm_ends_the_loop_and_leaves_a_clean_image(volume_factory):
     os.kill(vol.info.pid, signal.SIGTERM)
     assert wait_gone(vol.info.pid, vol.info.create_time, 10), "the daemon ignored SIGTERM"
     assert find_mount(vol.mountpoint) is None
-    assert "exit 0" in open(vol.info.log).read().splitlines()[-1]
+    with open(vol.info.log) as f:
+        assert "exit 0" in f.read().splitlines()[-1]
     vol.assert_fsck_clean()
     assert vol.mcopy("kept.txt") == b"data\n"

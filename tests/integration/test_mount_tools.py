@@ -182,7 +182,7 @@ def test_mtools_reads_back_after_mixed_workload(mounted_volume, tmp_path):
         "/dir/nested/c.bin": os.urandom(1_000_003),
         "/Long File Name With Spaces.txt": b"long name\n" * 50,
     }
-    for i, (path, data) in enumerate(blobs.items()):
+    for i, data in enumerate(blobs.values()):
         (tmp_path / f"blob{i}").write_bytes(data)
     vol.sh(
         """
@@ -212,5 +212,7 @@ def test_mtools_reads_back_after_mixed_workload(mounted_volume, tmp_path):
         env=dict(os.environ, MTOOLS_SKIP_CHECK="1"),
     )
     names = sorted(line.rsplit("/", 1)[-1] for line in r.stdout.split())
-    assert names == sorted(["grow"] + [f"f{i}" for i in range(4, 10)] + [f"f{i}" for i in range(30, 41) if i != 3]), names
+    assert names == sorted(["grow"] + [f"f{i}" for i in range(4, 10)] + [f"f{i}" for i in range(30, 41) if i != 3]), (
+        names
+    )
     vol.assert_fsck_clean()

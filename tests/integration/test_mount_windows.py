@@ -149,7 +149,9 @@ print(out)
 def test_efbig_at_4_gib(volume_factory):
     vol = volume_factory(size=5 * GiB)
     out = vol.py(EFBIG).stdout.strip()
-    assert out == str([2**32 - 1, ("pwrite-last", errno.EFBIG), ("pwrite-span", errno.EFBIG), ("ftruncate", errno.EFBIG)]), out
+    assert out == str(
+        [2**32 - 1, ("pwrite-last", errno.EFBIG), ("pwrite-span", errno.EFBIG), ("ftruncate", errno.EFBIG)]
+    ), out
     assert vol.sh("stat -c %s big.bin").stdout.strip() == str(2**32 - 1)
     assert vol.dismount() == {"ok": True, "forced": False}
     with Image.open(vol.image, writable=False) as im:

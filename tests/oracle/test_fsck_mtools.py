@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import fatoracle as O
 from simvol.fat import ATTR_ARCHIVE, ATTR_HIDDEN, ATTR_READ_ONLY, ATTR_SYSTEM, FatFileSystem
+from tests.support import fatoracle as O
 
 MiB = 1 << 20
 

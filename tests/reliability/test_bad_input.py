@@ -184,7 +184,7 @@ def test_cli_labels(root: Path, label):
 
 @pytest.mark.fuse
 def test_format_bad_label_changes_nothing(mounted):
-    svc, vol = mounted
+    _svc, vol = mounted
     for label in ("A*B", "ABCDEFGHIJKL", "\t"):
         assert vds_code(lambda: vol.format(label=label)) == "VDS_E_BAD_LABEL"
     for kw in ({"label": 5}, {"unit": "4K"}, {"unit": None}):
@@ -412,7 +412,9 @@ def test_create_over_existing_paths(tmp_path: Path, good_image: Path):
     try:
         size = os.path.getsize(good_image)
         for path in (str(good_image), "/dev/null", str(tmp_path)):
-            assert vds_code(lambda: svc.create_volume(40 * MiB, image=path)) == "HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS)"
+            assert (
+                vds_code(lambda: svc.create_volume(40 * MiB, image=path)) == "HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS)"
+            )
         assert vds_code(lambda: svc.create_volume(40 * MiB, image=str(tmp_path / "nodir" / "x.img"))) == (
             "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)")
         assert os.path.getsize(good_image) == size
@@ -448,7 +450,7 @@ def test_control_socket_garbage(mounted):
     """Found here: a JSON array killed the daemon's control thread (AttributeError outside the handler), after which
     the volume could never be dismounted; a client that connected and sent nothing blocked it forever."""
     svc, vol = mounted
-    info = svc._daemon(str(vol.id))
+    info = svc.mounter.daemon(str(vol.id))
 
     def send(data: bytes) -> dict | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

@@ -25,9 +25,9 @@ import sys
 
 import pytest
 
-from tools.campaign.crash import DEFAULT_SEED, run_trial
 from simvol.mount import DaemonClient, read_pidfile, wait_gone
 from simvol.service import VolumeService
+from tools.campaign.crash import DEFAULT_SEED, run_trial
 
 pytestmark = [
     pytest.mark.fuse,
@@ -46,7 +46,9 @@ def test_sigkill_under_workload_loses_no_synced_file(root, index):
     detail = "\n".join([*(f"loss: {p}: {why}" for p, why in r.losses), *r.violations])
     assert r.ok, f"seed {seed} (replay: scripts/campaign crash --seed {seed} --trials 1):\n{detail}"
     assert r.records > 0, f"seed {seed}: the workload synced nothing before the kill ({r.ops} ops)"
-    assert "dirty" in r.repaired
+    # The remount repairs the dirty image — unless this trial killed the repairing daemon too, after it had
+    # cleared the marker (the harness's own rule, checked in r.ok as well).
+    assert "dirty" in r.repaired or r.repair_interrupted, f"seed {seed}: repaired {r.repaired}"
 
 
 DIR_FSYNC = r"""
@@ -82,8 +84,15 @@ def test_directory_fsync_makes_pending_changes_durable(root):
     status = DaemonClient(read_pidfile(svc.root.run, str(vol.id)).socket).status()
     assert "dirty" in {p["kind"] for p in status["repaired"]}
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; print(len(open(sys.argv[1], 'rb').read()))", vol.mount_path + "/pending.bin"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-c",
+            "import sys; print(len(open(sys.argv[1], 'rb').read()))",
+            vol.mount_path + "/pending.bin",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.stdout.strip() == "5000", out
     vol.dismount()

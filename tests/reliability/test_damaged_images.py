@@ -27,13 +27,13 @@ import time
 
 import pytest
 
-from tests.support.processes import daemons_of
-from tools.campaign.damage import DEFAULT_SEED, run_campaign
 from simvol.errors import ImageFormatError, VdsError
 from simvol.fat import FatFileSystem, check, format_volume
 from simvol.image import Image, create_image, read_metadata
 from simvol.image.trailer import SLOT_SIZE, encode_slot
 from simvol.service import VolumeService
+from tests.support.processes import daemons_of
+from tools.campaign.damage import DEFAULT_SEED, run_campaign
 
 MUTATIONS = int(os.environ.get("SIMVOL_DAMAGE_MUTATIONS", "40"))
 SEED = int(os.environ.get("SIMVOL_DAMAGE_SEED", str(DEFAULT_SEED)))

@@ -31,17 +31,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import fatoracle as O
 from simvol.fat import FatFileSystem, check
+from tests.support import fatoracle as O
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("SIMVOL_CRASH_TRIALS", "10"))
 BASE_SEED = int(os.environ.get("SIMVOL_CRASH_SEED", "20240917"))
 MiB = 1 << 20
 
-CHILD = r'''
+CHILD = r"""
 import json, os, random, sys, time
-img, side, seed, mode, crash_at, max_ops = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+img, side, mode = sys.argv[1], sys.argv[2], sys.argv[4]
+seed, crash_at, max_ops = int(sys.argv[3]), int(sys.argv[5]), int(sys.argv[6])
 if mode == "exit":
     _real_pwrite = os.pwrite
     _count = [0]
@@ -75,7 +76,8 @@ for op in range(max_ops):
     if r < 0.22:                                         # a write-once file, synced and recorded
         keep_n += 1
         d = rnd.choice(dirs)
-        name = rnd.choice(["k{n}.bin", "Keep File {n} with a Long Name.dat", "KEEP{n}.TXT", "kéép {n}"]).format(n=keep_n)
+        pattern = rnd.choice(["k{n}.bin", "Keep File {n} with a Long Name.dat", "KEEP{n}.TXT", "kéép {n}"])
+        name = pattern.format(n=keep_n)
         path = f"{d}/{name}"
         n = rnd.choice([0, 1, cs - 1, cs, cs + 1, rnd.randrange(1, 20000)])
         cseed = rnd.randrange(1 << 30)
@@ -91,7 +93,8 @@ for op in range(max_ops):
         os.fsync(side_fd)
     elif r < 0.45 or not churn:                           # churn: create and write
         serial += 1
-        path = f"{rnd.choice(dirs + churn_dirs)}/{rnd.choice(['c', 'Churn File ', 'CH'])}{serial}{rnd.choice(['', '.tmp', '.Log'])}"
+        prefix, suffix = rnd.choice(['c', 'Churn File ', 'CH']), rnd.choice(['', '.tmp', '.Log'])
+        path = f"{rnd.choice(dirs + churn_dirs)}/{prefix}{serial}{suffix}"
         fs.create(path)
         n = rnd.randrange(0, 30000)
         if n:
@@ -140,7 +143,7 @@ for op in range(max_ops):
 # Ran out of operations without being cut off: close (a crash may still hit it), then die.
 fs.close()
 os._exit(78)
-'''
+"""
 
 
 def _make_image(path: Path, cluster: int) -> int:
@@ -231,7 +234,9 @@ def test_crash_then_repair_keeps_synced_files(tmp_path: Path, mode: str, trial: 
             parent, name = path.rsplit("/", 1)
             assert name in fs.listdir(parent or "/"), f"{ctx}: synced file {path!r} lost (problems: {problems})"
             got = fs.read(path, rec["len"] + 1, 0)
-            assert got == want, f"{ctx}: synced file {path!r}: {len(got)} bytes, want {rec['len']} (problems: {problems})"
+            assert got == want, (
+                f"{ctx}: synced file {path!r}: {len(got)} bytes, want {rec['len']} (problems: {problems})"
+            )
     # The repaired image is still writable and closes clean.
     with FatFileSystem.open_path(str(img)) as fs:
         fs.create("/after repair.txt")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.campaign import fio, fsx
 from simvol.service import VolumeService
+from tools.campaign import fio, fsx
 
 pytestmark = [
     pytest.mark.fuse,

@@ -146,7 +146,8 @@ with open(os.path.join(e, "dir", "note.txt"), "w") as f:
 # a holder (another process of the same user) blocks a safe dismount
 holder = subprocess.Popen([sys.executable, "-c",
     "import os,sys\nfd=os.open(sys.argv[1], os.O_RDONLY)\nprint('ready',flush=True)\nsys.stdin.readline()\n"
-    "try:\n    os.pread(fd, 4, 0); print('read ok', flush=True)\nexcept OSError as e:\n    print('err', e.errno, flush=True)\n",
+    "try:\n    os.pread(fd, 4, 0); print('read ok', flush=True)\n"
+    "except OSError as e:\n    print('err', e.errno, flush=True)\n",
     os.path.join(mp, "data.bin")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 assert holder.stdout.readline().strip() == "ready"
 try:

@@ -30,12 +30,12 @@ import time
 import psutil
 import pytest
 
-from tests.support.processes import daemons_of
 from simvol.errors import S_OK
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
-from simvol.service import Volume, VolumeService
+from simvol.service import VolumeService
 from simvol.types import VolumeFlag
+from tests.support.processes import daemons_of
 
 pytestmark = pytest.mark.fuse
 
@@ -176,7 +176,7 @@ def _check_invariants(svc: VolumeService, ids: list[str], *, raw: bool) -> dict[
     states = {}
     for vid in ids:
         row = reg.volume(vid)
-        v = Volume(svc, vid)
+        v = svc.volume(vid)
         flags = read_metadata(row.image).flags
         info = read_pidfile(svc.root.run, vid)
         live = info is not None and daemon_alive(info)
@@ -200,7 +200,7 @@ def conc_root():
         s = VolumeService(os.path.join(d, "root"))
         for row in s.registry.volumes():
             try:
-                Volume(s, row.id).delete(force=True)
+                s.volume(row.id).delete(force=True)
             except Exception:  # noqa: BLE001
                 pass
         s.close()
@@ -263,7 +263,7 @@ def test_concurrent_processes_keep_the_invariants(conc_root) -> None:
 
     # final safe dismount; every image is a clean FAT32
     for vid in ids:
-        v = Volume(svc, vid)
+        v = svc.volume(vid)
         if states[vid] == "M":
             assert v.dismount() == S_OK, f"seed {seed}"
         r = subprocess.run(["fsck.fat", "-n", v.image], capture_output=True, text=True, timeout=60)

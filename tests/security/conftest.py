@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import userkit
+
 from simvol import VolumeService
 from simvol.mount import cleanup_stale, simvol_mounts
 

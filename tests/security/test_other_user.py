@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import userkit
+
 from simvol import VolumeService
 
 pytestmark = pytest.mark.fuse
@@ -88,7 +88,7 @@ def _write_secret(vol) -> None:
 def test_control_socket_refuses_other_users(service: VolumeService, test_user, op):
     vol = service.create_volume(40 << 20, letter="E")
     _write_secret(vol)
-    info = service._daemon(str(vol.id))
+    info = service.mounter.daemon(str(vol.id))
     # Layer 1: the socket lives in ROOT/run (0700) and is 0600 itself.
     out = _as_user(test_user, CONNECT, info.socket, op)
     assert out == {"connect_errno": errno.EACCES}
@@ -106,7 +106,7 @@ def test_control_socket_refuses_other_users(service: VolumeService, test_user, o
     assert answer == {"ok": False, "error": "permission denied"}
     # Nothing happened: still mounted by the same daemon, the file still there, the daemon still serving its owner.
     assert vol.state == "M"
-    assert service._daemon(str(vol.id)) == info
+    assert service.mounter.daemon(str(vol.id)) == info
     assert os.path.ismount(vol.mount_path)
     assert service.resolve("E:\\secret.txt").endswith("secret.txt")
     assert vol.get_file_system_properties().total_allocation_units > 0

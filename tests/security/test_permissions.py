@@ -44,7 +44,7 @@ def test_loose_modes_are_tightened(tmp_path: Path):
 @pytest.mark.fuse
 def test_daemon_files_are_private(service: VolumeService):
     vol = service.create_volume(40 << 20)
-    info = service._daemon(str(vol.id))
+    info = service.mounter.daemon(str(vol.id))
     assert info is not None
     assert stat.S_ISSOCK(os.lstat(info.socket).st_mode)
     assert mode(info.socket) == 0o600

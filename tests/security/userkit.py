@@ -78,8 +78,15 @@ def run_as(user: TestUser, argv: list[str], env: dict[str, str], *, timeout: flo
     if runner is None:
         raise RuntimeError("run_as needs root and runuser or setpriv")
     envargs = [f"{k}={v}" for k, v in env.items()]
-    return subprocess.run([*runner, "env", "-i", *envargs, *argv], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    return subprocess.run(
+        [*runner, "env", "-i", *envargs, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
 
 
 def base_env(home: str) -> dict[str, str]:

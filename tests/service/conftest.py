@@ -26,12 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import daemons_of, read_line, stop_process
 from simvol.errors import VdsError
 from simvol.image import read_metadata
 from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
 from simvol.service import Volume, VolumeService
+from simvol.service.registry import Registry
 from simvol.types import VolumeFlag, VolumeStatus
+from tests.support.processes import daemons_of, read_line, stop_process
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -135,11 +136,11 @@ class Kit:
             data = data.encode()
         self.py(
             "import os,sys\n"
-            "fd=os.open(sys.argv[1] if len(sys.argv)>1 else os.environ['P'], os.O_WRONLY|os.O_CREAT|os.O_TRUNC, 0o644)\n"
-            "os.write(fd, bytes.fromhex(os.environ['D']))\n"
-            + ("os.fsync(fd)\n" if fsync else "")
-            + "os.close(fd)\n",
-            P=path, D=data.hex(),
+            "fd=os.open(sys.argv[1] if len(sys.argv)>1 else os.environ['P'],"
+            " os.O_WRONLY|os.O_CREAT|os.O_TRUNC, 0o644)\n"
+            "os.write(fd, bytes.fromhex(os.environ['D']))\n" + ("os.fsync(fd)\n" if fsync else "") + "os.close(fd)\n",
+            P=path,
+            D=data.hex(),
         )
 
     def read_file(self, path: str) -> bytes:
@@ -163,7 +164,9 @@ class Kit:
         line = read_line(p, TIMEOUT)
         if line.strip() != "ready":
             h.stop()
-            raise AssertionError(f"holder {mode} {path} did not get ready: {line!r} {p.stderr.read() if p.stderr else ''}")
+            raise AssertionError(
+                f"holder {mode} {path} did not get ready: {line!r} {p.stderr.read() if p.stderr else ''}"
+            )
         return h
 
     def lock_image(self, image: str) -> Holder:
@@ -202,16 +205,21 @@ class Kit:
     @staticmethod
     def raw(v: Volume) -> dict:
         """The reality of a volume without going through the service (no reconcile)."""
-        svc = v._svc
+        root = os.path.dirname(os.path.dirname(v.mount_path))  # ROOT/volumes/{GUID}
         vid = str(v.id)
-        row = svc.registry.volume(vid)
-        info = read_pidfile(svc.root.run, vid)
+        registry = Registry(os.path.join(root, "simvol.db"))
+        try:
+            row = registry.volume(vid)
+            paths = [p.display for p in registry.paths(vid)]
+        finally:
+            registry.close()
+        info = read_pidfile(os.path.join(root, "run"), vid)
         return {
             "mounted": Kit.mounted(v),
             "daemon": info is not None and daemon_alive(info),
             "image_flags": read_metadata(row.image).flags,
             "dismount": row.dismount,
-            "paths": [p.display for p in svc.registry.paths(vid)],
+            "paths": paths,
         }
 
     def expect(self, v: Volume, state: str, paths: list[str] | None = None) -> None:
@@ -270,7 +278,7 @@ def force_cleanup(roots: list[str]) -> list[str]:
         try:
             for row in s.registry.volumes():
                 try:
-                    Volume(s, row.id).delete(force=True)
+                    s.volume(row.id).delete(force=True)
                 except Exception as e:  # noqa: BLE001 - teardown goes on
                     problems.append(f"delete {row.id} failed: {type(e).__name__}: {e}")
         finally:

@@ -775,7 +775,7 @@ DEL_CASES = [
 
 @pytest.mark.parametrize("case", DEL_CASES, ids=[c[0] for c in DEL_CASES])
 def test_delete_access_path(world: World, case) -> None:
-    name, roles, holder, path, force, want, after = case
+    _name, roles, holder, path, force, want, after = case
     world.folder("d")
     w = world.new(letter="F", folders=("o",))
     v = world.new(letter="E", folders=("s",), roles=roles)
@@ -814,7 +814,7 @@ def test_delete_access_path_in_t_and_p(world: World) -> None:
     world.kit.expect(v, "T", [])
     assert com.Dismount(False, True) == E["VDS_E_VOLUME_TEMPORARILY_DISMOUNTED"]
     assert com.Mount() == S_OK and com.Dismount(False, True) == S_OK
-    for p in ("E:", "C:\\mnt\\s", "", "\\\\?\\Volume{%s}\\" % v.id):
+    for p in ("E:", "C:\\mnt\\s", "", f"\\\\?\\Volume{{{v.id}}}\\"):
         assert com.DeleteAccessPath(p, True) in (E["VDS_E_PATH_NOT_FOUND"], E["E_INVALIDARG"],
                                                  E["VDS_E_VOLUME_GUID_PATHNAME_NOT_ALLOWED"])
     world.kit.expect(v, "P", [])
@@ -826,9 +826,9 @@ def test_delete_access_path_in_t_and_p(world: World) -> None:
 def test_mount_rows(world: World) -> None:
     v = world.new("M", letter="E")
     com = VdsVolume(v)
-    pid = v._svc._daemon(str(v.id)).pid
+    pid = world.svc.mounter.daemon(str(v.id)).pid
     assert com.Mount() == S_OK  # row 1: nothing changes
-    assert v._svc._daemon(str(v.id)).pid == pid
+    assert world.svc.mounter.daemon(str(v.id)).pid == pid
     world.kit.expect(v, "M", ["E:\\"])
     # row 2 from T: the image cannot be locked
     v.dismount()
@@ -896,7 +896,7 @@ def test_format_check_order(world: World, setup, call, want) -> None:
     if h is not None:
         assert h.errno_of("read") == 0, "a refused format leaves the holder working"
     if hr == S_OK:
-        hr2, fp = com.GetFileSystemProperties()
+        _hr2, fp = com.GetFileSystemProperties()
         want_label = (label or "").strip().upper() if (label or "").strip() else ""
         assert fp.label == want_label and fp.allocation_unit_size == 512
 
@@ -948,7 +948,7 @@ def test_format_row7_large_volume_units(svc, kit) -> None:
     """3 GiB: 512-byte units give too many clusters (TOO_SMALL); 4 KiB is the default."""
     v = svc.create_volume(3 * GiB)
     com = VdsVolume(v)
-    hr, props = com.QueryFileSystemFormatSupport()
+    _hr, props = com.QueryFileSystemFormatSupport()
     allowed = props[0].allowed_unit_allocation_sizes
     assert 512 not in allowed and 4096 in allowed and props[0].default_unit_allocation_size == 4096
     assert com.Format(FileSystemType.FAT32, None, 512, False, True, False) == E["VDS_E_CLUSTER_SIZE_TOO_SMALL"]
@@ -1023,7 +1023,7 @@ def test_mf2_mf3_queries(world: World) -> None:
         hr, props = com.QueryFileSystemFormatSupport()
         assert hr == S_OK and props[0].name == "FAT32" and int(props[0].flags) == 0x5
         assert props[0].default_unit_allocation_size == 512 and tuple(props[0].allowed_unit_allocation_sizes) == (512,)
-        assert com.QueryVolumeGuidPathnames() == (S_OK, ["\\\\?\\Volume{%s}\\" % str(v.id).lower()])
+        assert com.QueryVolumeGuidPathnames() == (S_OK, [f"\\\\?\\Volume{{{str(v.id).lower()}}}\\"])
         assert hcom.QueryVolumeGuidPathnames() == (S_OK, [])
         assert com.QueryReparsePoints() == (S_OK, [])
         world.kit.expect(v, state)

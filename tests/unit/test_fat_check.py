@@ -12,9 +12,8 @@ from simvol.errors import UnsupportedFileSystemError
 from simvol.fat import FatFileSystem, check
 from simvol.fat.layout import parse_boot_sector, parse_fsinfo
 from simvol.fat.names import lfn_slots
-
-from tests.support.fatoracle import fsck_clean
 from tests.support.fatoracle import fsck as fsck_run
+from tests.support.fatoracle import fsck_clean
 from tests.support.fatoracle import make_volume as make_image
 
 MiB = 1 << 20
@@ -260,9 +259,8 @@ def test_chain_loop(base):
     raw = Raw(base)
     chain = raw.chain("/a.bin")
     raw.set_fat(chain[-1], chain[1])  # last cluster links back
-    with FatFileSystem.open_path(str(base), writable=False) as fs:
-        with pytest.raises(OSError):
-            fs.read("/a.bin", 10_000, 0)  # the engine reports EIO rather than looping
+    with FatFileSystem.open_path(str(base), writable=False) as fs, pytest.raises(OSError):
+        fs.read("/a.bin", 10_000, 0)  # the engine reports EIO rather than looping
     assert_detected_and_repaired(base, {"chain_loop"}, intact=["/a.bin", "/b.bin"])
 
 
@@ -617,7 +615,7 @@ def test_bad_cluster_marks_are_kept(base):
     for c in bad:
         raw.set_fat(c, 0x0FFFFFF7)
     fsinfo = bytearray(raw.read(512, 512))
-    free, nxt = parse_fsinfo(bytes(fsinfo))
+    free, _nxt = parse_fsinfo(bytes(fsinfo))
     struct.pack_into("<I", fsinfo, 0x1E8, free - len(bad))
     raw.write(512, bytes(fsinfo))
     raw.write(7 * 512, bytes(fsinfo))

@@ -26,7 +26,6 @@ from simvol.fat import (
 )
 from simvol.fat.dirent import decode_time
 from simvol.fat.layout import parse_boot_sector, parse_fsinfo
-
 from tests.support.fatoracle import check_clean, expect_errno, fsck_clean
 from tests.support.fatoracle import make_volume as make_image
 

@@ -27,7 +27,6 @@ from simvol.fat.layout import (
     parse_fsinfo,
     plan_format,
 )
-
 from tests.support.fatoracle import fsck_clean
 from tests.support.fatoracle import make_volume as make_image
 
@@ -275,7 +274,7 @@ def test_normalize_label(label, raw):
     assert normalize_label(label) == raw
 
 
-@pytest.mark.parametrize("ch", list('*?/\\|.,;:+=[]<>"\t') + ["\x01", "\x1f", "\x7f"])
+@pytest.mark.parametrize("ch", [*list('*?/\\|.,;:+=[]<>"\t'), "\x01", "\x1f", "\x7f"])
 def test_label_forbidden_characters(ch):
     with pytest.raises(FormatError) as ei:
         normalize_label(f"AB{ch}CD")
@@ -436,9 +435,8 @@ def _expect_unsupported(path, region_size=None):
         FatFileSystem.open_path(str(path), region_size=size)
     with pytest.raises(UnsupportedFileSystemError):
         FatFileSystem.open_path(str(path), writable=False, region_size=size)
-    with open(path, "rb") as f:
-        with pytest.raises(UnsupportedFileSystemError):
-            check(f.fileno(), size)
+    with open(path, "rb") as f, pytest.raises(UnsupportedFileSystemError):
+        check(f.fileno(), size)
 
 
 def test_zero_filled_file_unsupported(tmp_path):
@@ -485,7 +483,7 @@ def test_ntfs_and_exfat_unsupported(tmp_path, oem):
         f.write(_fake_boot(oem))
         f.truncate(64 * MiB)
     _expect_unsupported(path)
-    with pytest.raises(UnsupportedFileSystemError, match="NTFS|exFAT"):
+    with pytest.raises(UnsupportedFileSystemError, match=r"NTFS|exFAT"):
         parse_boot_sector(_fake_boot(oem))
 
 

@@ -12,7 +12,6 @@ import pytest
 from simvol.errors import FsOpError
 from simvol.fat import MAX_FILE_SIZE, FatFileSystem
 from simvol.fat.layout import parse_fsinfo
-
 from tests.support.fatoracle import check_clean, expect_errno
 from tests.support.fatoracle import fsck as fsck_run
 from tests.support.fatoracle import make_volume as make_image

@@ -19,7 +19,6 @@ from hypothesis import strategies as hst
 from simvol.errors import FsOpError
 from simvol.fat import FatFileSystem
 from simvol.fat import names as N
-
 from tests.support.fatoracle import fsck_clean
 from tests.support.fatoracle import make_volume as make_image
 
@@ -543,3 +542,38 @@ def test_names_round_trip_with_mtools(fs, img):
     out = subprocess.run(["mdir", "-i", str(img), "::/"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "MYFILE~1 TXT" in out.stdout and "README2  TXT" in out.stdout
+
+
+# ---------------------------------------------------------------- LongNameRun: the one long-name parser
+
+
+def _slots(name: str, short11: bytes) -> list[bytes]:
+    return N.lfn_slots(name, N.lfn_checksum(short11))
+
+
+def test_long_name_run_joins_a_valid_run() -> None:
+    short = b"LONGFI~1TXT"
+    slots = _slots("a long file name.txt", short)
+    run = N.LongNameRun()
+    for i, s in enumerate(slots):
+        assert run.slot(i, s) == []
+    assert run.entry(len(slots), short) == ("a long file name.txt", 0, [])
+    assert run.entry(len(slots) + 1, b"OTHER   TXT") == (None, len(slots) + 1, [])  # the run was consumed
+
+
+def test_long_name_run_orphans_what_does_not_belong() -> None:
+    short = b"LONGFI~1TXT"
+    slots = _slots("a long file name.txt", short)
+    assert len(slots) == 2
+    run = N.LongNameRun()
+    run.slot(0, slots[0])
+    run.slot(1, slots[1])
+    assert run.entry(2, b"WRONG   TXT") == (None, 2, [(0, 2)])  # checksum of another short name
+    run.slot(0, slots[0])
+    assert run.gap(1) == [(0, 1)]  # a deleted slot in the middle
+    assert run.slot(2, slots[1]) == [(2, 3)]  # a continuation with no run before it
+    bad_first = bytes([0x40 | 25]) + slots[0][1:]  # more slots than a 255-unit name needs
+    assert run.slot(3, bad_first) == [(3, 4)]
+    run.slot(4, slots[0])
+    assert run.slot(5, slots[0]) == [(4, 5)]  # a new first slot orphans the pending run
+    assert run.entry(6, short) == (None, 6, [(5, 6)])  # incomplete: its second slot never came

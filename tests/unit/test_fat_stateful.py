@@ -21,8 +21,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.support import fatoracle as O
 from simvol.fat import FatFileSystem, check
+from tests.support import fatoracle as O
 
 VOLUME = 40 << 20
 CLUSTER = 512
@@ -100,7 +100,11 @@ class FatMachine(RuleBasedStateMachine):
         self.dirs.add(path)
 
     @precondition(lambda self: self.files)
-    @rule(data=st.data(), length=st.integers(0, 64 * 1024) | st.sampled_from([1, 511, 512, 513]), seed=st.integers(0, 2**32))
+    @rule(
+        data=st.data(),
+        length=st.integers(0, 64 * 1024) | st.sampled_from([1, 511, 512, 513]),
+        seed=st.integers(0, 2**32),
+    )
     def write(self, data, length: int, seed: int) -> None:
         path = data.draw(st.sampled_from(sorted(self.files)))
         size = len(self.files[path])

@@ -58,5 +58,13 @@ def test_the_control_threads_interface_has_no_fuse_operations_name():
     public = {n for n in vars(VolumeOps) if not n.startswith("_")}
     for name in public & fuse_names:
         assert callable(vars(VolumeOps)[name]) and not isinstance(vars(VolumeOps)[name], property), name
-    control = {"engine_lock", "fuse_ptr", "handles", "handle_count", "set_refuse_opens", "make_all_stale", "stat_fields"}
+    control = {
+        "engine_lock",
+        "fuse_ptr",
+        "handles",
+        "handle_count",
+        "set_refuse_opens",
+        "make_all_stale",
+        "stat_fields",
+    }
     assert control <= public and not control & fuse_names

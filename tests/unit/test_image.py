@@ -694,9 +694,8 @@ def test_lock_released_when_holder_is_killed(img: Path, holder: subprocess.Popen
 
 
 def test_lock_false_does_not_lock(img: Path) -> None:
-    with Image.open(img, writable=False, lock=False):
-        with Image.open(img) as writer:
-            assert writer.writable
+    with Image.open(img, writable=False, lock=False), Image.open(img) as writer:
+        assert writer.writable
 
 
 # --------------------------------------------------------------------------- failing opens change nothing

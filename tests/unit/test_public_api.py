@@ -16,7 +16,7 @@ PUBLIC = {
     # the service and its volumes
     "VolumeService", "Volume",
     # VDS enumerations and records
-    "VolumeFlag", "VolumeStatus", "VolumeProp", "FileSystemProp", "FileSystemType",
+    "VolumeState", "VolumeFlag", "VolumeStatus", "VolumeProp", "FileSystemProp", "FileSystemType",
     # HRESULTs
     "HRESULTS", "HRESULT_FROM_WIN32", "S_OK", "SUCCEEDED", "FAILED", "code_name", "as_vds_error",
     # the error tree

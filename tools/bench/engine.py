@@ -164,7 +164,9 @@ def _sequential(ctx: Context) -> list[Metric]:
             loop = [0.0, 0.0]
             for b, lo in enumerate(range(0, calls, IO_BLOCK)):
                 hi = min(lo + IO_BLOCK, calls)
-                writers = ((0, engine_write), (1, host_write)) if (b + r) % 2 == 0 else ((1, host_write), (0, engine_write))
+                writers = (
+                    ((0, engine_write), (1, host_write)) if (b + r) % 2 == 0 else ((1, host_write), (0, engine_write))
+                )
                 for side, write in writers:
                     loop[side] += _write_block(write, buf, lo, hi)
             flush = [0.0, 0.0]
@@ -212,7 +214,9 @@ def _sequential(ctx: Context) -> list[Metric]:
                 spent = [0.0, 0.0]
                 for b, lo in enumerate(range(0, calls, IO_BLOCK)):
                     hi = min(lo + IO_BLOCK, calls)
-                    readers = ((0, engine_read), (1, host_read)) if (b + r) % 2 == 0 else ((1, host_read), (0, engine_read))
+                    readers = (
+                        ((0, engine_read), (1, host_read)) if (b + r) % 2 == 0 else ((1, host_read), (0, engine_read))
+                    )
                     for side, read in readers:
                         secs, missing = _read_block(read, call, lo, hi)
                         spent[side] += secs
@@ -240,8 +244,8 @@ def _sequential(ctx: Context) -> list[Metric]:
     ew, hw, er, hr = rate(w_engine), rate(w_host), rate(r_engine), rate(r_host)
     # The two sides of a round ran side by side, so the ratio is taken per round (host time / simvol time)
     # and its median reported: one round where the host's disk stalls cannot decide the verdict alone.
-    w_rounds = [h / e for e, h in zip(w_engine, w_host)]
-    r_rounds = [h / e for e, h in zip(r_engine, r_host)]
+    w_rounds = [h / e for e, h in zip(w_engine, w_host, strict=False)]
+    r_rounds = [h / e for e, h in zip(r_engine, r_host, strict=False)]
     w_ratio, r_ratio = median(w_rounds), median(r_rounds)
 
     def per_round(xs: list[float]) -> str:
@@ -345,12 +349,12 @@ def _creates(ctx: Context) -> list[Metric]:
                 f"(last/first {e_last[-1] / e_first[-1]:.0%}), host {h_overall[-1]:,.0f} files/s "
                 f"(last/first {h_last[-1] / h_first[-1]:.0%})")
     e_rate, h_rate = median(e_overall), median(h_overall)
-    e_tail = median([b / a for a, b in zip(e_first, e_last)])
-    h_tail = median([b / a for a, b in zip(h_first, h_last)])
+    e_tail = median([b / a for a, b in zip(e_first, e_last, strict=False)])
+    h_tail = median([b / a for a, b in zip(h_first, h_last, strict=False)])
     return [
         Metric(
             SUITE_NAME, "creates", f"{n:,} empty-file creates, one dir", "files/s",
-            e_rate, h_rate, "host dir", median([e / h for e, h in zip(e_overall, h_overall)]),
+            e_rate, h_rate, "host dir", median([e / h for e, h in zip(e_overall, h_overall, strict=False)]),
             f"≥ {CREATE_MIN_RATE:,} files/s",
             e_rate >= CREATE_MIN_RATE,
             note=(
@@ -535,36 +539,82 @@ def _big(ctx: Context) -> list[Metric]:
     all_holes = all(holes)
     return [
         Metric(
-            SUITE_NAME, "big_format", f"{label}: format", "s",
-            f_med, mk_t, peer_name, ratio(f_med, mk_t), f"< {FORMAT_MAX_S:g} s", f_med < FORMAT_MAX_S,
-            note=(f"format_volume incl. its fsync, {cluster[0] // 1024} KiB clusters; peer: mkfs.fat -F 32 -s "
-                  f"{spc[0]} as a whole process" if mk_s else "format_volume incl. its fsync; mkfs.fat not found"),
+            SUITE_NAME,
+            "big_format",
+            f"{label}: format",
+            "s",
+            f_med,
+            mk_t,
+            peer_name,
+            ratio(f_med, mk_t),
+            f"< {FORMAT_MAX_S:g} s",
+            f_med < FORMAT_MAX_S,
+            note=(
+                f"format_volume incl. its fsync, {cluster[0] // 1024} KiB clusters; peer: mkfs.fat -F 32 -s "
+                f"{spc[0]} as a whole process"
+                if mk_s
+                else "format_volume incl. its fsync; mkfs.fat not found"
+            ),
             samples={"simvol_s": fmt_s, "mkfs_s": mk_s},
         ),
         Metric(
-            SUITE_NAME, "big_alloc", f"{label}: allocated after format", "bytes",
-            a_med, mk_a, peer_name, ratio(a_med, mk_a), f"< {FORMAT_MAX_ALLOC // MiB} MiB",
+            SUITE_NAME,
+            "big_alloc",
+            f"{label}: allocated after format",
+            "bytes",
+            a_med,
+            mk_a,
+            peer_name,
+            ratio(a_med, mk_a),
+            f"< {FORMAT_MAX_ALLOC // MiB} MiB",
             a_med < FORMAT_MAX_ALLOC,
             note=f"st_blocks × 512; after the open/create/close session: {median(alloc_after) / 1024:,.0f} KiB",
             samples={"simvol_bytes": alloc, "simvol_after_session_bytes": alloc_after, "mkfs_bytes": mk_alloc},
         ),
         Metric(
-            SUITE_NAME, "big_open", f"{label}: open (fresh process)", "s",
-            o_med, None, "", None, f"< {OPEN_MAX_S:g} s", o_med < OPEN_MAX_S,
-            note=f"FatFileSystem.open_path only; then listdir('/') + create + clean close took {median(use_s) * 1000:.1f} ms",
+            SUITE_NAME,
+            "big_open",
+            f"{label}: open (fresh process)",
+            "s",
+            o_med,
+            None,
+            "",
+            None,
+            f"< {OPEN_MAX_S:g} s",
+            o_med < OPEN_MAX_S,
+            note=f"FatFileSystem.open_path only; then listdir('/') + create + clean close took "
+            f"{median(use_s) * 1000:.1f} ms",
             samples={"simvol_s": open_s, "use_close_s": use_s},
         ),
         Metric(
-            SUITE_NAME, "big_rss", f"{label}: peak RSS of that process", "KiB",
-            r_med, None, "", None, "< 100 MB", r_med * 1024 < OPEN_MAX_RSS,
-            note=(f"VmHWM after open, listdir, create, close; the interpreter with simvol imported was already "
-                  f"{median(rss_import) / 1024:.1f} MiB. (ru_maxrss said {median(ru_maxrss) / 1024:.1f} MiB: on Linux "
-                  f"it inherits the launching benchmark's high-water mark across exec)"),
+            SUITE_NAME,
+            "big_rss",
+            f"{label}: peak RSS of that process",
+            "KiB",
+            r_med,
+            None,
+            "",
+            None,
+            "< 100 MB",
+            r_med * 1024 < OPEN_MAX_RSS,
+            note=(
+                f"VmHWM after open, listdir, create, close; the interpreter with simvol imported was already "
+                f"{median(rss_import) / 1024:.1f} MiB. (ru_maxrss said {median(ru_maxrss) / 1024:.1f} MiB: on Linux "
+                f"it inherits the launching benchmark's high-water mark across exec)"
+            ),
             samples={"simvol_kib": rss, "after_import_kib": rss_import, "ru_maxrss_kib": ru_maxrss},
         ),
         Metric(
-            SUITE_NAME, "big_fat_hole", f"{label}: untouched FAT is a hole", "bool",
-            all_holes, None, "", None, "yes", all_holes,
+            SUITE_NAME,
+            "big_fat_hole",
+            f"{label}: untouched FAT is a hole",
+            "bool",
+            all_holes,
+            None,
+            "",
+            None,
+            "yes",
+            all_holes,
             note=hole_where[-1] if hole_where else "",
         ),
     ]

@@ -193,7 +193,8 @@ elif job == "load":
     t0 = pc()
     os.mkdir(os.path.join(d, "files"))
     for i in range(files):
-        os.close(os.open(os.path.join(d, "files", "file-%05d.txt" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC, 0o644))
+        name = os.path.join(d, "files", f"file-{i:05d}.txt")
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC, 0o644))
     t1 = pc()
     buf = os.urandom(call)
     fd = os.open(os.path.join(d, "big.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC, 0o644)
@@ -254,7 +255,9 @@ def _unmount_any(mountpoint: str) -> None:
             ["umount", mountpoint], ["umount", "-l", mountpoint]]
         for argv in attempts:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                r = subprocess.run(argv, cwd="/", capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+                r = subprocess.run(
+                    argv, cwd="/", capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL
+                )
                 if r.returncode == 0:
                     break
     if find_mount(mountpoint) is not None:
@@ -502,7 +505,8 @@ def _prefault(ctx: Context, size: int) -> float:
     """Touch ``size`` bytes of anonymous memory in a child process, then free them; seconds it took.
 
     On a VM, memory the guest has never touched costs a fault in the hypervisor the first time (on the bench
-    VM, touching 8 GiB took 15.8 s the first time and 6.9 s the second). Page cache for the sides' files comes from free memory, and a
+    VM, touching 8 GiB took 15.8 s the first time and 6.9 s the second). Page cache for the sides' files comes from
+    free memory, and a
     write through the mount needs two copies of it (the FUSE file's pages and the image's), so the first
     rounds of a fresh VM would charge simvol twice for an artefact of the VM. Freed pages are reused first."""
     size = min(size, _mem_available() // 2)
@@ -541,13 +545,14 @@ def _throughput_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
             f"({warm_s:.1f} s) so that no side's page cache comes from never-used VM memory")
 
     for r in range(ctx.repeats):
-        with _volumes(ctx, f"tp-{r}", sz.seq_image, tools) as (roots, ntfs_opts):
+        with _volumes(ctx, f"tp-{r}", sz.seq_image, tools) as (roots, opts):
+            ntfs_opts = opts
             res = _run_worker(ctx, {
                 "job": "seq", "paths": [str(roots[s] / "seq.bin") for s in sides],
                 "total": total, "call": call, "block": IO_BLOCK, "round": r,
             })
             if any(res["short"]) or not all(res["ok"]):
-                bad = [s for s, sh, ok in zip(sides, res["short"], res["ok"]) if sh or not ok]
+                bad = [s for s, sh, ok in zip(sides, res["short"], res["ok"], strict=False) if sh or not ok]
                 raise AssertionError(f"read back different data than written on: {', '.join(bad)}")
             for i, s in enumerate(sides):
                 write_s[s].append(res["write_loop_s"][i] + res["fsync_close_s"][i])
@@ -577,7 +582,7 @@ def _throughput_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
         return total / MiB / median(secs)
 
     def round_ratio(sv: list[float], peer: list[float]) -> tuple[float, list[float]]:
-        rs = [p / s for s, p in zip(sv, peer)]  # times: peer ÷ simvol = simvol's throughput ÷ peer's
+        rs = [p / s for s, p in zip(sv, peer, strict=False)]  # times: peer ÷ simvol = simvol's throughput ÷ peer's
         return median(rs), rs
 
     def per_round(xs: list[float]) -> str:
@@ -636,10 +641,10 @@ def _throughput_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
         return median([n / x for x in c_spent[s]])
 
     def cratio(peer: str) -> float:
-        return median([p / s for s, p in zip(c_spent[SIMVOL], c_spent[peer])])
+        return median([p / s for s, p in zip(c_spent[SIMVOL], c_spent[peer], strict=False)])
 
     def tail(s: str) -> float:
-        return median([f / la for f, la in zip(c_first[s], c_last[s])])  # (w/last) / (w/first)
+        return median([f / la for f, la in zip(c_first[s], c_last[s], strict=False)])  # (w/last) / (w/first)
 
     how = (f"names file-00000.txt … (long names); os.open(O_CREAT|O_EXCL) + close from a separate process, "
            f"sides interleaved every {block} files")
@@ -708,7 +713,7 @@ def _placement_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
                     raise AssertionError(f"after {n} creates the directories list {res['listed']}")
                 spent[SIMVOL].append(res["spent_s"][0])
                 spent[NTFS].append(res["spent_s"][1])
-        rs = [p / s for s, p in zip(spent[SIMVOL], spent[NTFS])]
+        rs = [p / s for s, p in zip(spent[SIMVOL], spent[NTFS], strict=False)]
         ctx.log(f"mount: {n:,} creates, daemons on CPU {dcpu}, worker on CPU {wcpu}: simvol "
                 f"{n / median(spent[SIMVOL]):,.0f}, ntfs-3g {n / median(spent[NTFS]):,.0f} files/s")
         out.append(Metric(
@@ -872,22 +877,47 @@ def _rss_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
     target = f"≤ {RSS_MAX // 10**6} MB"
     return [
         Metric(
-            SUITE_NAME, "mnt_rss_mounted", f"daemon RSS, {label} volume, just mounted", "KiB",
-            s_m["VmRSS"], n_m["VmRSS"] if n_m else None, "ntfs-3g" if n_m else "",
-            ratio(s_m["VmRSS"], n_m["VmRSS"] if n_m else None), target, s_m["VmRSS"] * 1024 <= RSS_MAX,
-            note=(f"VmRSS of the daemon process; VmHWM {s_m['VmHWM'] / 1024:.1f} MiB, VmSize {s_m['VmSize'] / 1024:.1f} MiB; "
-                  f"create_image + format_volume of the sparse {label} image took {fmt_s * 1000:.0f} ms"),
-            samples={"simvol_kib": [s_m["VmRSS"], s_m["VmHWM"]], "ntfs3g_kib": [n_m["VmRSS"], n_m["VmHWM"]] if n_m else []},
+            SUITE_NAME,
+            "mnt_rss_mounted",
+            f"daemon RSS, {label} volume, just mounted",
+            "KiB",
+            s_m["VmRSS"],
+            n_m["VmRSS"] if n_m else None,
+            "ntfs-3g" if n_m else "",
+            ratio(s_m["VmRSS"], n_m["VmRSS"] if n_m else None),
+            target,
+            s_m["VmRSS"] * 1024 <= RSS_MAX,
+            note=(
+                f"VmRSS of the daemon process; VmHWM {s_m['VmHWM'] / 1024:.1f} MiB, "
+                f"VmSize {s_m['VmSize'] / 1024:.1f} MiB; "
+                f"create_image + format_volume of the sparse {label} image took {fmt_s * 1000:.0f} ms"
+            ),
+            samples={
+                "simvol_kib": [s_m["VmRSS"], s_m["VmHWM"]],
+                "ntfs3g_kib": [n_m["VmRSS"], n_m["VmHWM"]] if n_m else [],
+            },
         ),
         Metric(
-            SUITE_NAME, "mnt_rss_loaded", f"daemon peak RSS after {wl}", "KiB",
-            s_l["VmHWM"], n_l["VmHWM"] if n_l else None, "ntfs-3g" if n_l else "",
-            ratio(s_l["VmHWM"], n_l["VmHWM"] if n_l else None), target, s_l["VmHWM"] * 1024 <= RSS_MAX,
-            note=(f"VmHWM (peak) after the workload, done by a separate process; VmRSS then {s_l['VmRSS'] / 1024:.1f} MiB"
-                  + (f" (ntfs-3g: {n_l['VmRSS'] / 1024:.1f} MiB)" if n_l else "")
-                  + f"; workload took {float(loads[SIMVOL]['creates_s']) * 1000:.0f} ms for the creates, "
-                  f"{float(loads[SIMVOL]['write_s']) * 1000:.0f} ms for the file"),
-            samples={"simvol_kib": [s_l["VmRSS"], s_l["VmHWM"]], "ntfs3g_kib": [n_l["VmRSS"], n_l["VmHWM"]] if n_l else []},
+            SUITE_NAME,
+            "mnt_rss_loaded",
+            f"daemon peak RSS after {wl}",
+            "KiB",
+            s_l["VmHWM"],
+            n_l["VmHWM"] if n_l else None,
+            "ntfs-3g" if n_l else "",
+            ratio(s_l["VmHWM"], n_l["VmHWM"] if n_l else None),
+            target,
+            s_l["VmHWM"] * 1024 <= RSS_MAX,
+            note=(
+                f"VmHWM (peak) after the workload, done by a separate process; VmRSS then {s_l['VmRSS'] / 1024:.1f} MiB"
+                + (f" (ntfs-3g: {n_l['VmRSS'] / 1024:.1f} MiB)" if n_l else "")
+                + f"; workload took {float(loads[SIMVOL]['creates_s']) * 1000:.0f} ms for the creates, "
+                f"{float(loads[SIMVOL]['write_s']) * 1000:.0f} ms for the file"
+            ),
+            samples={
+                "simvol_kib": [s_l["VmRSS"], s_l["VmHWM"]],
+                "ntfs3g_kib": [n_l["VmRSS"], n_l["VmHWM"]] if n_l else [],
+            },
         ),
     ]
 

@@ -182,7 +182,7 @@ def render_text(metrics: Sequence[Metric]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
     lines = []
     for n, r in enumerate(table):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -247,7 +247,7 @@ def print_report(metrics: Sequence[Metric], machine: dict[str, Any], *, style: s
         table = Table(show_lines=False)
         for h in HEADERS:
             table.add_column(h, justify="right" if h in ("simvol", "peer", "ratio") else "left", overflow="fold")
-        for m, r in zip(metrics, rows(metrics)):
+        for r in rows(metrics):
             v = r[5]
             style_v = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]", "ERROR": "[bold red]ERROR[/]"}.get(v, v)
             table.add_row(*(_esc_rich(c) for c in r[:5]), style_v)

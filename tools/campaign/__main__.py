@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("campaign: ERROR: fio is not installed", file=sys.stderr)
                 return 1
             seed = args.seed if args.seed is not None else DEFAULT_SEED
-            print(f"rounds {args.rounds}, {args.size_mb} MiB per job, seeds {seed}…{seed + args.rounds - 1}", flush=True)
+            print(
+                f"rounds {args.rounds}, {args.size_mb} MiB per job, seeds {seed}…{seed + args.rounds - 1}", flush=True
+            )
             summary = run_campaign(root, args.rounds, seed, size_mb=args.size_mb, log=log)
         elif args.campaign == "fsx":
             from .fsx import DEFAULT_SEED, run_campaign

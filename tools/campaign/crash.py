@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from simvol.errors import VdsError
 from simvol.mount import daemon_alive, read_pidfile, wait_gone
 from simvol.service import VolumeService
+
 from .common import LogWatch, delete_volume, describe_failure, fsck, kill_group, run_py
 
 MiB = 1 << 20
@@ -47,7 +48,7 @@ VOLUME_SIZE = 128 * MiB
 DEFAULT_SEED = 20250101
 DEAD = ("ENOTCONN", "ECONNABORTED")
 
-WORKLOAD = r'''
+WORKLOAD = r"""
 import errno, hashlib, json, os, random, sys, time
 mp, side, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rnd = random.Random(seed)
@@ -112,7 +113,8 @@ def keep_name(n):
                        "Keep.{n}.tar.gz", "keep {n}"]).format(n=n)
 
 def churn_name(n):
-    return rnd.choice(["churn{n}.tmp", "Churn File {n}.log", "CH{n}.DAT", "ch\u00fcrn {n}", "churn.{n}.part"]).format(n=n)
+    pattern = rnd.choice(["churn{n}.tmp", "Churn File {n}.log", "CH{n}.DAT", "ch\u00fcrn {n}", "churn.{n}.part"])
+    return pattern.format(n=n)
 
 def op_keep_direct():
     n = new_serial()
@@ -276,7 +278,7 @@ while stats["ops"] < 100000:
             if len(stats["errors"]) > 20:
                 finish("errors")
 finish("limit")
-'''
+"""
 
 VERIFY = r'''
 import errno, hashlib, json, os, sys
@@ -337,6 +339,9 @@ class TrialResult:
     losses: list = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    # The recovering daemon itself was killed while it repaired: the next recovery may find the dirty marker
+    # already cleared (the repair had got that far), so "dirty" need not be among what it repaired.
+    repair_interrupted: bool = False
     workload_end: str = ""
     seconds: float = 0.0
     timeouts: int = 0
@@ -430,7 +435,9 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         try:
             line = _read_line(wl, 30)
             if line.strip() != "ready":
-                res.violations.append(f"workload did not start: {line!r} {wl.stderr.read() if wl.poll() is not None else ''}")
+                res.violations.append(
+                    f"workload did not start: {line!r} {wl.stderr.read() if wl.poll() is not None else ''}"
+                )
                 return res
             time.sleep(res.delay)
             os.kill(info.pid, signal.SIGKILL)
@@ -479,6 +486,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
                 killer.stop()
         if killer is not None:
             res.recovery += "+killed in repair" if killer.killed else "+kill missed"
+            res.repair_interrupted = killer.killed
             vol = svc.volume(vid)
             vol.mount()  # the next recovery: whatever the interrupted one left (stale mount, half-repaired image)
         new = read_pidfile(svc.root.run, vid)
@@ -488,7 +496,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         from simvol.mount import DaemonClient
 
         res.repaired = sorted({p["kind"] for p in DaemonClient(new.socket).status()["repaired"]})
-        if "dirty" not in res.repaired and not (killer is not None and killer.killed):
+        if "dirty" not in res.repaired and not res.repair_interrupted:
             res.violations.append(f"the remount did not see a dirty image: repaired {res.repaired}")
 
         run = run_py(VERIFY, [vol.mount_path, side], timeout=120)
@@ -562,16 +570,20 @@ class CrashSummary:
             f"losses            {self.losses}",
             f"violations        {self.violations} (in {sum(1 for r in rs if r.violations)} trials)",
             f"timeouts          {sum(r.timeouts for r in rs)}",
-            f"recovery path     " + ", ".join(f"{k} {v}" for k, v in sorted(recov.items())),
-            f"repairs seen      " + (", ".join(f"{k} {v}" for k, v in sorted(repaired.items())) or "none"),
-            f"kill delay        {min((r.delay for r in rs), default=0):.2f}–{max((r.delay for r in rs), default=0):.2f} s",
+            "recovery path     " + ", ".join(f"{k} {v}" for k, v in sorted(recov.items())),
+            "repairs seen      " + (", ".join(f"{k} {v}" for k, v in sorted(repaired.items())) or "none"),
+            f"kill delay        {min((r.delay for r in rs), default=0):.2f}–"
+            f"{max((r.delay for r in rs), default=0):.2f} s",
         ]
         if slow:
             out.append(f"slowest trial     #{slow.index} seed {slow.seed}: {slow.seconds:.1f} s")
         out.append(f"wall time         {self.seconds:.0f} s")
         for r in rs:
             if not r.ok:
-                out.append(f"FAILED trial #{r.index} seed {r.seed} (replay: scripts/campaign crash --seed {r.seed} --trials 1):")
+                out.append(
+                    f"FAILED trial #{r.index} seed {r.seed} "
+                    f"(replay: scripts/campaign crash --seed {r.seed} --trials 1):"
+                )
                 out += [f"  note: {n}" for n in r.notes]
                 out += [f"  loss: {p}: {why}" for p, why in r.losses[:20]]
                 out += [f"  {v}" for v in r.violations[:20]]

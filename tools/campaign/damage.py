@@ -48,6 +48,7 @@ from simvol.image.trailer import HEADER_SIZE, MAGIC, SLOT_SIZE, TRAILER_SIZE, en
 from simvol.mount import daemon_alive, read_pidfile
 from simvol.service import VolumeService
 from simvol.types import VolumeFlag
+
 from .common import LogWatch, daemons_of, fsck, leftover_mounts, rmtree_quiet, run_cmd, run_py, sha256_file
 
 MiB = 1 << 20
@@ -55,7 +56,7 @@ DEFAULT_SEED = 7_000_000
 
 # ------------------------------------------------------------------------------------------ base images
 
-POPULATE = r'''
+POPULATE = r"""
 import os, random, sys
 mp, kind = sys.argv[1], sys.argv[2]
 rnd = random.Random(kind)
@@ -67,11 +68,13 @@ if kind == "tree":
     big = open(os.path.join(mp, "Fragmented Big File.bin"), "wb")
     for i in range(60):
         d = os.path.join(mp, f"Level One {i % 4}", f"Level Two {i % 3}", "Deep Third Level" if i % 2 else "")
-        w(os.path.join(d, f"A Long File Name Number {i} \u00e9t\u00e9.txt" if i % 3 else f"F{i}.TXT"), rnd.choice([0, 1, 300, 513, 4096, 9000, 70000]))
+        name = f"A Long File Name Number {i} \u00e9t\u00e9.txt" if i % 3 else f"F{i}.TXT"
+        w(os.path.join(d, name), rnd.choice([0, 1, 300, 513, 4096, 9000, 70000]))
         big.write(rnd.randbytes(6000)); big.flush()
     big.close()
     for i in range(0, 60, 5):  # deleted entries leave holes in directories
-        p = os.path.join(mp, f"Level One {i % 4}", f"Level Two {i % 3}", "Deep Third Level" if i % 2 else "", f"A Long File Name Number {i} \u00e9t\u00e9.txt" if i % 3 else f"F{i}.TXT")
+        name = f"A Long File Name Number {i} \u00e9t\u00e9.txt" if i % 3 else f"F{i}.TXT"
+        p = os.path.join(mp, f"Level One {i % 4}", f"Level Two {i % 3}", "Deep Third Level" if i % 2 else "", name)
         if os.path.exists(p):
             os.unlink(p)
 elif kind == "wide":
@@ -84,7 +87,7 @@ elif kind == "ro":
     for i in range(10):
         w(os.path.join(mp, "docs", f"doc {i}.txt"), 2000 * i)
 print("ok")
-'''
+"""
 
 BASES = (
     # name, size, cluster size, label, populate kind, roles set in the image afterwards
@@ -278,7 +281,12 @@ def m_boot_field(m: Mut) -> None:
     sectors = [0] if rnd.random() < 0.75 else [0, 6]
     for s in sectors:
         if values is None:
-            m.write(s * b.bps + off, rnd.choice([rnd.randbytes(width), b"\xff" * width, "ÄÖ/:*?".encode("latin-1")[:width].ljust(width, b"\x00")]))
+            m.write(
+                s * b.bps + off,
+                rnd.choice(
+                    [rnd.randbytes(width), b"\xff" * width, "ÄÖ/:*?".encode("latin-1")[:width].ljust(width, b"\x00")]
+                ),
+            )
         else:
             v = rnd.choice(values)
             m.write(s * b.bps + off, (v & ((1 << (8 * width)) - 1)).to_bytes(width, "little"))
@@ -489,7 +497,9 @@ def m_trailer(m: Mut) -> None:
                                                       VolumeFlag.BOOT_VOLUME, VolumeFlag.PAGEFILE,
                                                       VolumeFlag.NO_DEFAULT_DRIVE_LETTER))])
     elif kind == "created":
-        doc["created"] = rnd.choice([5, "garbage", "9999-99-99", [], "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")])
+        doc["created"] = rnd.choice(
+            [5, "garbage", "9999-99-99", [], "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")]
+        )
     elif kind == "extra":
         doc[rnd.choice(["x", "ünï", "a" * 200])] = rnd.choice([{"deep": [1] * 300}, "v" * 3000, None])
     elif kind == "raw":
@@ -549,7 +559,7 @@ def m_extend(m: Mut) -> None:
     new_t = t + k * 512
     if how == "moved_trailer":
         doc["fs_size"] = new_t
-        _, found = _slots(m)
+        _, _found = _slots(m)
         m.write(new_t, encode_slot(json.dumps(doc, separators=(",", ":")).encode()[:4068], 50) + bytes(SLOT_SIZE))
     else:
         m.write(new_t, trailer)  # stale fs_size: metadata and file disagree
@@ -698,7 +708,7 @@ for q in made:
 print(json.dumps(out))
 '''
 
-RUNNER = r'''
+RUNNER = r"""
 import json, os, subprocess, sys, time, traceback
 root, image, mode, step_timeout, walk_code = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
 res = {"steps": {}, "violations": [], "state": None, "walk": None, "left_problems": None}
@@ -727,7 +737,9 @@ def guard(name, fn):
         res["steps"][name] = d
         return False, e
     except Exception as e:
-        res["violations"].append(f"{name}: {type(e).__name__} escaped instead of a VdsError: {e}\n{traceback.format_exc()}")
+        res["violations"].append(
+            f"{name}: {type(e).__name__} escaped instead of a VdsError: {e}\n{traceback.format_exc()}"
+        )
         res["steps"][name] = {"ok": False, "code": type(e).__name__}
         return False, e
 
@@ -758,8 +770,10 @@ if mode == "cli":
         res["violations"].append(f"CLI failure without a message: {obj}")
     if obj.get("code") == "VDS_E_INTERNAL_ERROR":
         res["violations"].append(f"CLI attach: internal error: {obj.get('message')}")
-    res["steps"]["attach"] = {"ok": not failed, "code": obj.get("code"), "hresult": obj.get("hresult"),
-                              "message": (obj.get("message") or "")[:500], "s": round(time.monotonic() - t, 3), "cli": True}
+    res["steps"]["attach"] = {
+        "ok": not failed, "code": obj.get("code"), "hresult": obj.get("hresult"),
+        "message": (obj.get("message") or "")[:500], "s": round(time.monotonic() - t, 3), "cli": True,
+    }
     if not failed:
         ok, vol = guard("lookup", lambda: svc.volume(image))
         if not ok:
@@ -775,7 +789,9 @@ def walk(tag):
         return
     step("walk" + tag)
     try:
-        r = subprocess.run([sys.executable, "-c", walk_code, base], capture_output=True, text=True, timeout=step_timeout)
+        r = subprocess.run(
+            [sys.executable, "-c", walk_code, base], capture_output=True, text=True, timeout=step_timeout
+        )
         w = json.loads(r.stdout) if r.returncode == 0 else {"crashed": r.stderr[-1500:]}
     except subprocess.TimeoutExpired:
         res["violations"].append(f"walk{tag}: reading the mounted tree hung")
@@ -802,7 +818,9 @@ if vol is not None:
         unfixable = {(p["kind"], p["path"]) for p in problems if not p.get("repaired")}
         res["left_problems"] = [p for p in left if (p["kind"], p["path"]) not in unfixable]
         if res["left_problems"]:
-            res["violations"].append(f"the repair did not converge: a second check still finds {res['left_problems'][:5]}")
+            res["violations"].append(
+                f"the repair did not converge: a second check still finds {res['left_problems'][:5]}"
+            )
     ok, _ = guard("remount", vol.mount)
     if ok:
         ok, state2 = guard("state2", lambda: vol.state)
@@ -829,7 +847,7 @@ if vol is not None:
                                      f"{changed}, errors {w2['errors']}")
     guard("detach", lambda: vol.detach(force=True))
 print("result " + json.dumps(res, default=str), flush=True)
-'''
+"""
 
 
 # ------------------------------------------------------------------------------------------ one mutation
@@ -957,7 +975,9 @@ print("ok")
         res.last_step = steps[-1] if steps else ""
         if run.timed_out:
             res.timed_out = True
-            res.violations.append(f"hang: the mutation did not finish within {self.timeout:.0f} s (last step: {res.last_step})")
+            res.violations.append(
+                f"hang: the mutation did not finish within {self.timeout:.0f} s (last step: {res.last_step})"
+            )
             self._cleanup_after_hang(image)
         result_line = next((line for line in run.stdout.splitlines() if line.startswith("result ")), None)
         if result_line is None:
@@ -1021,7 +1041,9 @@ print("ok")
                     same, after_meta = False, e
                 pd = int(VolumeFlag.PERMANENTLY_DISMOUNTED)
                 if not (same and before_meta.flags & pd and not after_meta.flags & pd):  # Mount clears P: allowed
-                    res.violations.append(f"the metadata trailer was overwritten (before {before_meta}, after {after_meta})")
+                    res.violations.append(
+                        f"the metadata trailer was overwritten (before {before_meta}, after {after_meta})"
+                    )
         # The healthy volume is undisturbed.
         if not daemon_alive(self.h_info) or (
             (cur := read_pidfile(self.svc.root.run, str(self.healthy.id))) is None or cur.pid != self.h_info.pid
@@ -1094,7 +1116,8 @@ class DamageSummary:
         slow = max(rs, key=lambda r: r.seconds) if rs else None
         out = [
             f"mutations         {len(rs)}",
-            f"violations        {sum(len(r.violations) for r in rs)} (in {sum(1 for r in rs if r.violations)} mutations)",
+            f"violations        {sum(len(r.violations) for r in rs)} "
+            f"(in {sum(1 for r in rs if r.violations)} mutations)",
             f"timeouts (hangs)  {sum(1 for r in rs if r.timed_out)}",
             "outcome           " + ", ".join(f"{k} {v}" for k, v in outcome.most_common()),
             "attach result     " + ", ".join(f"{k} {v}" for k, v in attach.most_common()),
@@ -1130,8 +1153,12 @@ def _outcome(r: MutationResult) -> str:
     w = r.walk or {}
     if w.get("hung") or w.get("crashed") or w.get("garbled"):
         return "mounted, walk failed"
-    if w.get("errors") or w.get("write") not in (None, "ok", "EROFS") or w.get("rewrite") and set(w["rewrite"]) != {"EROFS"} \
-            or w.get("grow") not in (None, "ok", "EROFS"):
+    if (
+        w.get("errors")
+        or w.get("write") not in (None, "ok", "EROFS")
+        or (w.get("rewrite") and set(w["rewrite"]) != {"EROFS"})
+        or w.get("grow") not in (None, "ok", "EROFS")
+    ):
         return "mounted, some I/O errors"
     return "mounted read-only, all readable" if w.get("write") == "EROFS" else "mounted, all readable"
 
@@ -1148,7 +1175,9 @@ def run_campaign(root: str, mutations: int, seed: int, *, workers: int = 2, time
 
     def work(k: int) -> None:
         try:
-            w = Worker(os.path.join(root, f"w{k}"), bases, timeout=timeout, cli_every=cli_every, keep_failed=keep_failed)
+            w = Worker(
+                os.path.join(root, f"w{k}"), bases, timeout=timeout, cli_every=cli_every, keep_failed=keep_failed
+            )
         except Exception as e:
             with lock:
                 setup_problems.append(f"worker {k}: {type(e).__name__}: {e}")
@@ -1165,7 +1194,9 @@ def run_campaign(root: str, mutations: int, seed: int, *, workers: int = 2, time
                 except Exception as e:  # a harness failure still names its seed
                     import traceback
 
-                    r = MutationResult(i, seed + i, violations=[f"harness: {type(e).__name__}: {e}\n{traceback.format_exc()}"])
+                    r = MutationResult(
+                        i, seed + i, violations=[f"harness: {type(e).__name__}: {e}\n{traceback.format_exc()}"]
+                    )
                 with lock:
                     results.append(r)
                     done[0] += 1

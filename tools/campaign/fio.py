@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from simvol.service import VolumeService
+
 from .common import LogWatch, delete_volume, describe_failure, fsck, mtools_sha256, run_cmd, sha256_file
 
 DEFAULT_SEED = 1_470_000
@@ -181,7 +182,9 @@ class FioSummary:
         ]
         for r in rs:
             if not r.ok:
-                out.append(f"FAILED round #{r.index} seed {r.seed} (replay: scripts/campaign fio --seed {r.seed} --rounds 1):")
+                out.append(
+                    f"FAILED round #{r.index} seed {r.seed} (replay: scripts/campaign fio --seed {r.seed} --rounds 1):"
+                )
                 out += [f"  {v}" for v in r.violations[:20]]
         return out
 

@@ -154,7 +154,9 @@ class Exerciser:
         if not exists:
             if acc == os.O_RDONLY:
                 self.note(f"open({spelling}, RDONLY) of a missing file")
-                return self.expect_errno(errno.ENOENT, f"open({spelling}) of a missing file", lambda: os.open(self.path(spelling), acc))
+                return self.expect_errno(
+                    errno.ENOENT, f"open({spelling}) of a missing file", lambda: os.open(self.path(spelling), acc)
+                )
             flags |= os.O_CREAT
         self.note(f"open({spelling}, {flags:#o})")
         fd = os.open(self.path(spelling), flags, 0o644)
@@ -289,7 +291,9 @@ class Exerciser:
             os.rename(self.path(src), self.path(dst))  # one dentry: the kernel answers 0 without asking simvol
             return
         if self.is_open(src_key) or (dst_key != src_key and dst_key in self.files and self.is_open(dst_key)):
-            return self.expect_errno(errno.EBUSY, what + " of an open file", lambda: os.rename(self.path(src), self.path(dst)))
+            return self.expect_errno(
+                errno.EBUSY, what + " of an open file", lambda: os.rename(self.path(src), self.path(dst))
+            )
         os.rename(self.path(src), self.path(dst))
         _, data = self.files.pop(src_key)
         self.files.pop(dst_key, None)
@@ -400,6 +404,7 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
     import subprocess
 
     from simvol.service import VolumeService
+
     from .common import LogWatch, delete_volume, describe_failure, fsck, kill_group, mtools_sha256, read_line
 
     t0 = time.monotonic()
@@ -426,7 +431,9 @@ def run_trial(root: str, index: int, seed: int, *, ops: int = 2000, phases: int 
         for phase in range(phases):
             line = read_line(proc, max(1.0, deadline - time.monotonic()))
             if not line:
-                res.violations.append(f"phase {phase}: no report from the exerciser (timed out or died: rc={proc.poll()})")
+                res.violations.append(
+                    f"phase {phase}: no report from the exerciser (timed out or died: rc={proc.poll()})"
+                )
                 return res
             report = json.loads(line)
             if "mismatch" in report:

@@ -1,0 +1,111 @@
+"""The file system inside an image, as the service needs it: format rules, format, check, label, dirty marker.
+
+The service layer never touches a file-system engine; it asks the image's file-system driver, found by name with
+:func:`driver`. FAT32 (``simvol.fat``) is the one driver today; another file system adds one class here.
+
+Every function takes an image path and opens it through :class:`Image` (locked), except where it says that it
+reads an image a live mount holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import FormatError, SimvolError
+from ..fat import FatFileSystem, check, format_volume, is_dirty
+from ..fat.layout import allowed_cluster_sizes, default_cluster_size, normalize_label, plan_format
+from .container import Image
+
+Progress = Callable[[int, int], None]
+
+# Problems a mounted FAT volume carries by design: the dirty markers, and an FSInfo and backup boot sector that are
+# rewritten only at a clean dismount.
+_LIVE_EXPECTED = frozenset({"dirty", "fsinfo", "backup_boot"})
+
+
+class Fat32:
+    """FAT32 through simvol's own engine."""
+
+    name = "FAT32"
+
+    def plan(self, size: int, unit: int = 0, label: str | None = None, *, windows_limits: bool) -> None:
+        """Refuse what cannot be formatted, in one order: the label, the size, then the allocation unit.
+
+        Raises :class:`FormatError` whose ``reason`` is bad_label, invalid, too_small, too_big,
+        cluster_too_small or cluster_too_big. ``windows_limits``: Windows Format's range (≤ 32 GiB, its
+        cluster-count limits); without it anything FAT32 can describe (as ``mkfs.fat`` does).
+        """
+        normalize_label(label)
+        plan_format(size, unit, windows_limits=windows_limits)
+
+    def format_support(self, size: int) -> tuple[int, tuple[int, ...]]:
+        """(default unit, allowed units) Windows offers for ``size`` bytes; (0, ()) when it would not format it."""
+        try:
+            plan_format(size, 0, windows_limits=True)
+            return default_cluster_size(size), tuple(allowed_cluster_sizes(size))
+        except FormatError:
+            return 0, ()
+
+    def windows_formattable(self, size: int) -> bool:
+        try:
+            plan_format(size, 0, windows_limits=True)
+        except FormatError:
+            return False
+        return True
+
+    def format(
+        self, image: str, *, unit: int = 0, label: str | None = None, windows_limits: bool, quick: bool = True
+    ) -> None:
+        """Write a new, empty file system; raises ImageError, OSError or FormatError."""
+        with Image.open(image) as im:
+            format_volume(im.fd, im.fs_size, cluster_size=unit, label=label, windows_limits=windows_limits, quick=quick)
+
+    def check(self, image: str, *, repair: bool = False, progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Problems found (and fixed with ``repair``) on an image nothing has mounted; raises ImageError."""
+        with Image.open(image, writable=repair) as im:
+            return [p.as_dict() for p in check(im.fd, im.fs_size, repair=repair, progress=progress)]
+
+    def check_live(self, image: str, fs_size: int, *, progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Problems on an image a mount holds (flushed first by the caller), without what a live volume carries."""
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            problems = check(fd, fs_size, progress=progress)
+        finally:
+            os.close(fd)
+        return [p.as_dict() for p in problems if p.kind not in _LIVE_EXPECTED]
+
+    def label(self, image: str) -> str:
+        """The label of an image nothing has mounted; "" when it cannot be read."""
+        try:
+            with Image.open(image, writable=False) as im:
+                return FatFileSystem(im.fd, im.fs_size, writable=False).label
+        except (SimvolError, OSError):
+            return ""
+
+    def dirty(self, image: str, fs_size: int) -> bool:
+        """The file system's dirty marker is set (read without the lock: it is a single read of two sectors)."""
+        try:
+            fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            return is_dirty(fd, fs_size)
+        except (SimvolError, OSError):
+            return False
+        finally:
+            os.close(fd)
+
+
+FAT32 = Fat32()
+_DRIVERS = {FAT32.name: FAT32}
+
+
+def driver(name: str) -> Fat32 | None:
+    """The driver that formats and checks ``name`` (case-insensitive), or None if simvol has none."""
+    return _DRIVERS.get(name.upper())
+
+
+def formattable() -> tuple[str, ...]:
+    return tuple(_DRIVERS)

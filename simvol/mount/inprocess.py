@@ -1,0 +1,142 @@
+"""A :class:`Mounter` without FUSE or processes, for unit tests of everything above the mount layer.
+
+A "mounted" volume is its image opened (and locked) in this process with the file system on it, exactly as a
+daemon holds it: dirty markers set while mounted, checked and repaired first if it was left dirty, flushed and
+marked clean by a dismount. Nothing appears at the mount point. Tests stand in for the rest: :meth:`hold` makes a
+process "hold" the volume, :meth:`crash` makes its daemon "die" and leave the image dirty.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SimvolError, VolumeInUseError
+from ..fat import FatFileSystem, check, is_dirty
+from ..image import Image
+from .launcher import MountError
+from .mounter import FsStatus, Mounter, Presence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Mounted:
+    image: Image
+    fs: FatFileSystem
+    holders: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InProcessMounter(Mounter):
+    """Volumes "mounted" inside this process; see the module docstring."""
+
+    def __init__(self, volumes_dir: str) -> None:
+        self.volumes_dir = volumes_dir
+        self._mounted: dict[str, _Mounted] = {}
+        self._broken: set[str] = set()
+        self.repaired: dict[str, list[dict[str, Any]]] = {}  # what the last start of each volume repaired
+
+    def __repr__(self) -> str:
+        return f"InProcessMounter({self.volumes_dir!r})"
+
+    def mountpoint(self, volume_id: str) -> str:
+        return os.path.join(self.volumes_dir, "{" + volume_id.upper() + "}")
+
+    # ----------------------------------------------------------------- the interface
+
+    def presence(self, volume_id: str) -> Presence:
+        if volume_id in self._broken:
+            return Presence.BROKEN
+        return Presence.LIVE if volume_id in self._mounted else Presence.ABSENT
+
+    def running(self, volume_id: str) -> bool:
+        return volume_id in self._mounted
+
+    def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        if volume_id in self._mounted or volume_id in self._broken:
+            raise MountError(f"{self.mountpoint(volume_id)} is already mounted", image)
+        try:
+            im = Image.open(image, writable=not readonly)
+        except SimvolError as e:
+            raise MountError(f"cannot mount {image}: {e}", image) from e
+        try:
+            if not readonly and is_dirty(im.fd, im.fs_size):
+                self.repaired[volume_id] = [p.as_dict() for p in check(im.fd, im.fs_size, repair=True)]
+            else:
+                self.repaired[volume_id] = []
+            fs = FatFileSystem(im.fd, im.fs_size, writable=not readonly)
+        except (SimvolError, OSError) as e:
+            im.close()
+            raise MountError(f"cannot mount {image}: {e}", image) from e
+        self._mounted[volume_id] = _Mounted(im, fs)
+
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+        m = self._mounted.get(volume_id)
+        if m is None:
+            self._broken.discard(volume_id)
+            return
+        if m.holders and not force:
+            raise VolumeInUseError.of(list(m.holders))
+        self._close(volume_id, clean=True)
+
+    def clear(self, volume_id: str) -> None:
+        self._broken.discard(volume_id)
+        if volume_id in self._mounted:
+            self._close(volume_id, clean=True)  # as a forced dismount: flushed and marked clean
+
+    def fs_status(self, volume_id: str) -> FsStatus | None:
+        m = self._mounted.get(volume_id)
+        if m is None:
+            return None
+        st = m.fs.statfs()
+        return FsStatus(st.total_clusters, st.free_clusters, st.cluster_size, m.fs.label)
+
+    def flush(self, volume_id: str) -> None:
+        m = self._mounted.get(volume_id)
+        if m is not None:
+            m.fs.sync()
+
+    def holders(self, volume_id: str, paths: Iterable[str] = ()) -> list[dict[str, Any]]:
+        m = self._mounted.get(volume_id)
+        return list(m.holders) if m is not None else []
+
+    def sweep(self, keep: Iterable[str]) -> list[str]:
+        kept = set(keep)
+        gone = [v for v in [*self._mounted, *self._broken] if v not in kept]
+        for v in gone:
+            self.clear(v)
+        return [self.mountpoint(v) for v in gone]
+
+    # ----------------------------------------------------------------- what tests stand in for
+
+    def hold(self, volume_id: str, pid: int, process: str = "holder", path: str = "", kind: str = "file") -> None:
+        """Make a process "hold" the mounted volume until :meth:`release`."""
+        m = self._mounted[volume_id]
+        m.holders.append({"pid": pid, "process": process, "path": path or self.mountpoint(volume_id), "kind": kind})
+
+    def release(self, volume_id: str) -> None:
+        m = self._mounted.get(volume_id)
+        if m is not None:
+            m.holders.clear()
+
+    def crash(self, volume_id: str) -> None:
+        """The daemon "dies": the image is closed as it stands (dirty), and a stale mount stays behind."""
+        m = self._mounted.pop(volume_id)
+        m.image.close()
+        self._broken.add(volume_id)
+
+    def close(self) -> None:
+        """Dismount everything (end of a test)."""
+        for v in list(self._mounted):
+            self._close(v, clean=True)
+        self._broken.clear()
+
+    def _close(self, volume_id: str, *, clean: bool) -> None:
+        m = self._mounted.pop(volume_id)
+        try:
+            m.fs.close(clean=clean)
+        finally:
+            m.image.close()

@@ -1,0 +1,252 @@
+"""The mount boundary: the one object through which the service starts, queries and stops volume mounts.
+
+:class:`Mounter` is the interface; :class:`DaemonMounter` is the real one (one FUSE daemon process per mounted
+volume, found again through its pid record in ``run/``), and :class:`simvol.mount.inprocess.InProcessMounter` a
+stand-in without FUSE or processes that lets the service's state machine run in unit tests. The service knows
+nothing of pid files, sockets, ``/proc`` or stale FUSE mounts; that is all here.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InternalError, SimvolError, VolumeInUseError
+from . import holders as holders_mod
+from .control import ControlError
+from .launcher import (
+    DaemonClient,
+    DaemonInfo,
+    cleanup_stale,
+    daemon_alive,
+    read_pidfile,
+    remove_pidfile,
+    start_daemon,
+    wait_gone,
+)
+from .mountinfo import find_mount, simvol_mounts
+
+log = logging.getLogger(__name__)
+
+# How long a holder query waits for RELEASEs still on their way (the daemon's own safe dismount waits as long).
+LATE_RELEASE_WAIT = 0.5
+
+
+class Presence(enum.Enum):
+    """What is there for a volume, whatever the service believes."""
+
+    LIVE = "live"  # a running daemon serving its mount
+    ABSENT = "absent"  # no daemon, no mount
+    BROKEN = "broken"  # one without the other: a dead daemon's stale mount, or a daemon whose mount went away
+
+
+@dataclass(frozen=True, slots=True)
+class FsStatus:
+    """The mounted file system's figures, as ``GetFileSystemProperties`` reports them."""
+
+    total_clusters: int
+    free_clusters: int
+    cluster_size: int
+    label: str
+
+
+class Mounter(abc.ABC):
+    """Everything about mounts the service needs, keyed by volume id (a lower-case GUID string).
+
+    The caller serializes calls for one volume (the service holds the volume's lock).
+    """
+
+    @abc.abstractmethod
+    def mountpoint(self, volume_id: str) -> str:
+        """Where the volume's files appear while it is mounted (``ROOT/volumes/{GUID}``)."""
+
+    @abc.abstractmethod
+    def presence(self, volume_id: str) -> Presence:
+        """What is there now: checked against the processes and the kernel's mount table, not remembered."""
+
+    @abc.abstractmethod
+    def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        """Mount ``image``; returns once its files are reachable. Raises :class:`MountError`."""
+
+    @abc.abstractmethod
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+        """Dismount: flush, mark clean, close the image; returns once it is closed.
+
+        Without ``force`` raises :class:`VolumeInUseError` naming the holders (also those holding ``paths``,
+        the volume's access paths); with it, every open handle becomes stale. Absent: only clears leftovers.
+        """
+
+    @abc.abstractmethod
+    def clear(self, volume_id: str) -> None:
+        """Whatever is there goes, without asking anyone: the daemon (forced, then killed), a stale mount."""
+
+    @abc.abstractmethod
+    def running(self, volume_id: str) -> bool:
+        """A daemon serves the volume (its mount may still be broken; :meth:`presence` tells)."""
+
+    @abc.abstractmethod
+    def fs_status(self, volume_id: str) -> FsStatus | None:
+        """The mounted file system's figures; None when nothing serves the volume."""
+
+    @abc.abstractmethod
+    def flush(self, volume_id: str) -> None:
+        """Write everything the mounted file system holds back to the image (no-op when nothing serves it)."""
+
+    @abc.abstractmethod
+    def holders(self, volume_id: str, paths: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Who holds the mounted volume (pid, process, path, kind); [] when nothing serves it."""
+
+    @abc.abstractmethod
+    def sweep(self, keep: Iterable[str]) -> list[str]:
+        """Remove mounts of volumes not in ``keep`` (ids); returns the mount points removed."""
+
+
+class DaemonMounter(Mounter):
+    """One FUSE daemon process per mounted volume, mounted at ``volumes_dir/{GUID}``, run files in ``run_dir``."""
+
+    def __init__(self, volumes_dir: str, run_dir: str, *, allow_other: bool = False) -> None:
+        self.volumes_dir = volumes_dir
+        self.run_dir = run_dir
+        self.allow_other = allow_other
+
+    def __repr__(self) -> str:
+        return f"DaemonMounter({self.volumes_dir!r}, {self.run_dir!r})"
+
+    def mountpoint(self, volume_id: str) -> str:
+        return os.path.join(self.volumes_dir, "{" + volume_id.upper() + "}")
+
+    def daemon(self, volume_id: str) -> DaemonInfo | None:
+        """The live daemon serving the volume, if any (for tools and tests that must watch the process)."""
+        info = read_pidfile(self.run_dir, volume_id)
+        if info is not None and daemon_alive(info):
+            return info
+        return None
+
+    def _client(self, volume_id: str) -> DaemonClient | None:
+        info = self.daemon(volume_id)
+        return DaemonClient(info.socket) if info else None
+
+    def presence(self, volume_id: str) -> Presence:
+        info = self.daemon(volume_id)
+        entry = find_mount(self.mountpoint(volume_id))
+        if info is not None and entry is not None and entry.is_simvol:
+            return Presence.LIVE
+        if info is None and entry is None:
+            return Presence.ABSENT
+        return Presence.BROKEN
+
+    def running(self, volume_id: str) -> bool:
+        return self.daemon(volume_id) is not None
+
+    def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        start_daemon(
+            image,
+            self.mountpoint(volume_id),
+            self.run_dir,
+            volume_id,
+            readonly=readonly,
+            allow_other=self.allow_other,
+        )
+
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+        info = self.daemon(volume_id)
+        mp = self.mountpoint(volume_id)
+        if info is None:
+            if find_mount(mp) is not None:
+                cleanup_stale(mp)
+            remove_pidfile(self.run_dir, volume_id)
+            return
+        try:
+            answer = DaemonClient(info.socket).dismount(force=force, paths=list(paths))
+        except ControlError as e:
+            if daemon_alive(info):
+                raise InternalError(message=f"the volume daemon does not answer: {e}") from e
+            answer = {"ok": True}
+        if not answer.get("ok"):
+            if answer.get("in_use"):
+                raise VolumeInUseError.of(answer["holders"])
+            raise InternalError(message=f"dismount failed: {answer.get('error')}")
+        if not wait_gone(info.pid, info.create_time, 10):
+            log.warning("daemon %d did not exit after the dismount", info.pid)
+        remove_pidfile(self.run_dir, volume_id)
+        if find_mount(mp) is not None:
+            cleanup_stale(mp)
+        _rmdir_quietly(mp)
+
+    def clear(self, volume_id: str) -> None:
+        mp = self.mountpoint(volume_id)
+        info = self.daemon(volume_id)
+        if info is not None:  # a daemon without its mount: stop it before anyone else takes the image
+            try:
+                DaemonClient(info.socket).dismount(force=True, timeout=20)
+            except ControlError:
+                pass
+            if not wait_gone(info.pid, info.create_time, 5):
+                try:
+                    os.kill(info.pid, 9)
+                except OSError:
+                    pass
+                wait_gone(info.pid, info.create_time, 5)
+        if find_mount(mp) is not None:
+            log.warning("cleaning up the stale mount of %s", mp)
+            cleanup_stale(mp)
+        remove_pidfile(self.run_dir, volume_id)
+        _rmdir_quietly(mp)
+
+    def fs_status(self, volume_id: str) -> FsStatus | None:
+        client = self._client(volume_id)
+        if client is None:
+            return None
+        st = client.status()
+        return FsStatus(
+            int(st["total_clusters"]), int(st["free_clusters"]), int(st["cluster_size"]), st.get("label", "")
+        )
+
+    def flush(self, volume_id: str) -> None:
+        client = self._client(volume_id)
+        if client is not None:
+            client.flush()
+
+    def holders(self, volume_id: str, paths: Iterable[str] = ()) -> list[dict[str, Any]]:
+        # Without waiting for late RELEASEs, a process that closed a file and dismounted at once was told it held
+        # the volume itself (about one time in three).
+        client = self._client(volume_id)
+        if client is None:
+            return []
+        extra = list(paths)
+        deadline = time.monotonic() + LATE_RELEASE_WAIT
+        while True:
+            try:
+                found = client.holders(extra)
+            except SimvolError as e:
+                log.warning("holder query failed: %s", e)
+                return []
+            if time.monotonic() >= deadline or not found or any(holders_mod.settled(h) for h in found):
+                return found
+            time.sleep(0.01)
+
+    def sweep(self, keep: Iterable[str]) -> list[str]:
+        known = {self.mountpoint(v) for v in keep}
+        removed = []
+        for entry in simvol_mounts(self.volumes_dir):
+            if entry.mountpoint not in known:
+                log.warning("removing a simvol mount no volume claims: %s", entry.mountpoint)
+                try:
+                    cleanup_stale(entry.mountpoint)
+                    removed.append(entry.mountpoint)
+                except SimvolError as e:
+                    log.warning("%s", e)
+        return removed
+
+
+def _rmdir_quietly(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -1,0 +1,150 @@
+"""``Host``: what :class:`VolumeService` and every :class:`Volume` of it share — the root, its registry, the
+mounter — and the rules that turn them into a volume's state.
+
+Both the service and its volumes call only the public methods here; neither knows the other's insides. Every entry
+point reconciles first: what is really there (a daemon, a mount) is brought in line with the volume's state (a dead
+daemon's stale mount is cleaned up and the volume mounted again; the daemon repairs the dirty image first).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from ..errors import (
+    ImageError,
+    ObjectNotFoundError,
+    ObjectStatusFailedError,
+    SimvolError,
+    VdsError,
+)
+from ..image import ImageMetadata, read_metadata
+from ..mount import Mounter, Presence
+from ..types import VolumeFlag, VolumeState
+from .registry import Registry, VolumeRow
+from .root import Root
+
+log = logging.getLogger(__name__)
+
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+class Host:
+    """One simulated host: a root directory, the registry in it and the mounter that serves its volumes."""
+
+    def __init__(self, root: Root, registry: Registry, mounter: Mounter) -> None:
+        self.root = root
+        self.registry = registry
+        self.mounter = mounter
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """The root-wide lock ``name`` (a volume id, ``paths`` or ``host``), shared by every process."""
+        with self.root.lock(name):
+            yield
+
+    # ----------------------------------------------------------------- facts
+
+    def row(self, volume_id: str) -> VolumeRow:
+        row = self.registry.volume(volume_id)
+        if row is None:
+            raise ObjectNotFoundError(message=f"volume {{{volume_id.upper()}}} is not attached to this root")
+        return row
+
+    def metadata(self, row: VolumeRow) -> ImageMetadata | None:
+        """The image's metadata, or None when the image cannot be read (the volume is then FAILED)."""
+        try:
+            return read_metadata(row.image)
+        except (ImageError, OSError) as e:
+            log.warning("cannot read the metadata of %s: %s", row.image, e)
+            return None
+
+    @staticmethod
+    def state(row: VolumeRow, meta: ImageMetadata | None) -> VolumeState:
+        if meta is None:
+            return VolumeState.FAILED
+        if meta.flags & VolumeFlag.PERMANENTLY_DISMOUNTED:
+            return VolumeState.PERMANENTLY_DISMOUNTED
+        return VolumeState.TEMPORARILY_DISMOUNTED if row.temporarily_dismounted else VolumeState.MOUNTED
+
+    @property
+    def down(self) -> bool:
+        """Between ``down`` and ``up``, as a host that is shut down: nothing is mounted, states stay."""
+        return self.registry.host_value("down") == "1"
+
+    def set_down(self, down: bool) -> None:
+        self.registry.set_host_value("down", "1" if down else "0")
+
+    def check_boot(self) -> None:
+        """A new kernel boot id means the host restarted: temporary dismounts are forgotten (→ M)."""
+        boot = _boot_id()
+        with self.lock("host"):
+            old = self.registry.host_value("boot_id")
+            if old != boot:
+                if old is not None:
+                    log.info("host restarted since the last run: temporary dismounts are forgotten")
+                    self.registry.clear_all_temporary()
+                    self.set_down(False)
+                self.registry.set_host_value("boot_id", boot)
+
+    # ----------------------------------------------------------------- reconcile
+
+    def reconcile(self, volume_id: str) -> VolumeState:
+        """Bring one volume's reality in line with its state; the caller holds the volume's lock."""
+        row = self.row(volume_id)
+        meta = self.metadata(row)
+        state = self.state(row, meta)
+        if state is VolumeState.MOUNTED:
+            if self.mounter.presence(volume_id) is Presence.LIVE:
+                return state
+            self.mounter.clear(volume_id)
+            if self.down:
+                return state
+            try:
+                self.start(row, meta)
+            except VdsError as e:
+                log.warning("cannot remount %s: %s", row.image, e)
+            return state
+        self.mounter.clear(volume_id)  # T, P and FAILED have no mount
+        return state
+
+    def reconcile_all(self) -> None:
+        """Reconcile every volume and remove mounts no volume claims."""
+        for row in self.registry.volumes():
+            with self.lock(row.id):
+                try:
+                    self.reconcile(row.id)
+                except ObjectNotFoundError:
+                    pass
+        self.mounter.sweep(r.id for r in self.registry.volumes())
+
+    # ----------------------------------------------------------------- mount and dismount
+
+    def start(self, row: VolumeRow, meta: ImageMetadata | None = None) -> None:
+        """Mount the volume; VDS_E_OBJECT_STATUS_FAILED (with the daemon's last words) when it cannot be."""
+        meta = meta or self.metadata(row)
+        if meta is None:
+            raise ObjectStatusFailedError(message=f"cannot read the image {row.image}")
+        try:
+            self.mounter.start(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY))
+        except (SimvolError, OSError) as e:
+            tail = getattr(e, "log_tail", "")
+            raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e
+
+    def mount(self, volume_id: str) -> None:
+        """Mount and record the volume as mounted (it was T, or P with its flag just cleared)."""
+        self.start(self.row(volume_id))
+        self.registry.set_temporarily_dismounted(volume_id, False)
+
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+        """Dismount; returns once the image is closed. Raises VolumeInUseError unless ``force``."""
+        self.mounter.stop(volume_id, force=force, paths=paths)
+
+
+def _boot_id() -> str:
+    try:
+        with open(_BOOT_ID) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
