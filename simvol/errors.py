@@ -30,6 +30,7 @@ parse messages, in the manner of psutil's errors::
         ├── OperationDeniedError                VDS_E_OPERATION_DENIED
         ├── ObjectStatusFailedError             VDS_E_OBJECT_STATUS_FAILED
         ├── InvalidArgumentError                E_INVALIDARG
+        ├── AccessDeniedError                   E_ACCESSDENIED
         └── InternalError                       VDS_E_INTERNAL_ERROR
 
 Every other HRESULT is a plain :class:`VdsError` (``vds_error`` picks the most specific class for a code).
@@ -441,6 +442,12 @@ class InvalidArgumentError(VdsError):
     """A bad argument. (E_INVALIDARG)"""
 
     hresult_default = HRESULTS["E_INVALIDARG"]
+
+
+class AccessDeniedError(VdsError):
+    """Access is denied: the volume is locked by another process, or the host refuses. (E_ACCESSDENIED)"""
+
+    hresult_default = HRESULTS["E_ACCESSDENIED"]
 
 
 class InternalError(VdsError):

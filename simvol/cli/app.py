@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -45,11 +46,13 @@ class Result:
     """What a verb produced: its HRESULT, JSON data and a human rendering."""
 
     def __init__(self, hresult: int = S_OK, data: dict[str, Any] | None = None,
-                 human: Callable[[], None] | None = None, message: str | None = None) -> None:
+                 human: Callable[[], None] | None = None, message: str | None = None,
+                 exit_status: int | None = None) -> None:
         self.hresult = hresult
         self.data = data or {}
         self.human = human
         self.message = message  # for a failure HRESULT: what did not happen
+        self.exit_status = exit_status  # instead of 0/1 (simvol lock: the command's)
 
 
 def _volume_dict(vol: Volume | None) -> dict[str, Any] | None:
@@ -98,6 +101,8 @@ def verb(*, volume_on_failure: bool = False) -> Callable[[Callable[..., Result]]
                     output.failure(res.hresult, res.message or "")
                 else:
                     output.success(res.hresult)
+            if res.exit_status is not None:
+                return res.exit_status
             return 1 if failed else 0
 
         return wrapper
@@ -314,6 +319,49 @@ def offline(state: State, vol: str) -> Result:
     return _after(state, v, v.offline())
 
 
+@cli.command()
+@click.argument("vol")
+@click.option("--dismount", is_flag=True, help="Dismount the volume inside the lock (the image is free for raw reads).")
+@click.option("--timeout", type=float, default=0, show_default=True, help="End lock and COMMAND after S s (0: never).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@verb(volume_on_failure=True)
+def lock(state: State, vol: str, dismount: bool, timeout: float, command: tuple[str, ...]) -> Result:
+    """FSCTL_LOCK_VOLUME: run COMMAND while holding the volume lock; exit with COMMAND's status.
+
+    Only COMMAND and its children may use the volume meanwhile; every other process gets EACCES. Refused with
+    VDS_E_DEVICE_IN_USE while another process holds the volume. Write `--` before COMMAND.
+    """
+    if timeout < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--timeout")
+    if command[:1] == ("--",):
+        command = command[1:]
+    if not command:
+        raise click.UsageError("a COMMAND to run under the lock is needed: simvol lock VOL -- COMMAND [ARG...]")
+    v = state.service.volume(vol)
+    with v.lock(dismount=dismount):
+        # With --json, stdout carries one object after COMMAND ends: COMMAND's own output goes to stderr.
+        try:
+            proc = subprocess.Popen(list(command), stdout=sys.stderr if state.json else None)
+        except OSError as e:
+            raise click.UsageError(f"cannot run {command[0]!r}: {e.strerror or e}") from None
+        try:
+            status = proc.wait(timeout or None)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # the lock ends at the timeout; so does what it protected
+            try:
+                status = proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                status = proc.wait()
+        except BaseException:
+            proc.kill()  # interrupted: the lock must not end while COMMAND still runs unprotected
+            proc.wait()
+            raise
+    status = status if status >= 0 else 128 - status  # killed by a signal: as a shell reports it
+    v2 = v.to_dict()
+    return Result(S_OK, {"exit_status": status, "volume": v2}, exit_status=status)
+
+
 @cli.command(name="add-path")
 @click.argument("vol")
 @click.argument("path")
@@ -342,7 +390,7 @@ def remove_path(state: State, vol: str, path: str, force: bool) -> Result:
 @click.option("--unit", default="0", help="Allocation unit in bytes (512 … 64K); 0 = default.")
 @click.option("--force", is_flag=True, help="Format even if in use (handles go stale).")
 @click.option("--full", is_flag=True, help="Not a quick format: also return the data region to the host.")
-@click.option("--compress", is_flag=True, help="Ask for compression (FAT32 cannot: VDS_S_VOLUME_COMPRESS_FAILED).")
+@click.option("--compress", is_flag=True, help="Ask for compression: FAT32 refuses (VDS_E_COMPRESSION_NOT_SUPPORTED).")
 @verb(volume_on_failure=True)
 def format_(state: State, vol: str, filesystem: str, label: str | None, unit: str, force: bool, full: bool,
             compress: bool) -> Result:

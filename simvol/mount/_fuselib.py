@@ -185,8 +185,20 @@ class FastFUSE(mfusepy.FUSE):  # type: ignore[misc]  # mfusepy ships no type inf
     single-threaded. ``spin_us`` overrides ``$SIMVOL_FUSE_SPIN_US`` (default 50; 0 never spins).
     """
 
-    def __init__(self, operations: Any, mountpoint: str, *, spin_us: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        operations: Any,
+        mountpoint: str,
+        *,
+        spin_us: int | None = None,
+        on_start: Callable[[FastFUSE], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         spin_ns = spin_ns_from_env() if spin_us is None else max(0, spin_us) * 1000
+        if on_start is not None:
+            # The caller gets the session's FUSE object before its loop starts: assigning its ``operations``
+            # sends every later request elsewhere (an armed mount point activating, a volume lock).
+            on_start(self)
         saved = mfusepy.fuse_main_real
         # mfusepy calls its module-level fuse_main_real from __init__; the loop must be ours for this call only.
         mfusepy.fuse_main_real = make_fuse_main(_lib, spin_ns)

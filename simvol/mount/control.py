@@ -54,8 +54,16 @@ def _read_line(conn: socket.socket) -> bytes:
     return bytes(buf)
 
 
+KEEP = "_keep"  # a response key: the connection stays open, and this callable runs when the client closes it
+
+
 class ControlServer:
-    """Serves requests on a thread; ``handler(request) -> response`` runs on that thread."""
+    """Serves requests on a thread; ``handler(request) -> response`` runs on that thread.
+
+    A response may carry :data:`KEEP`, a callable: the server then keeps the connection open (without the key in
+    what it sends) and calls it once the client closes its end — or dies, SIGKILL included: that is how a lock
+    ends with its holder.
+    """
 
     def __init__(
         self,
@@ -102,38 +110,83 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            with conn:
-                try:
-                    self._serve_one(conn)
-                except Exception as e:  # whatever a client sends, the control thread lives on
-                    log.warning("control connection failed: %s", e)
+            keep = None
+            try:
+                keep = self._serve_one(conn)
+            except Exception as e:  # whatever a client sends, the control thread lives on
+                log.warning("control connection failed: %s", e)
+            if keep is None:
+                conn.close()
+            else:
+                threading.Thread(target=_hold, args=(conn, keep), name="simvol-kept", daemon=True).start()
 
-    def _serve_one(self, conn: socket.socket) -> None:
+    def _serve_one(self, conn: socket.socket) -> Callable[[], None] | None:
         _pid, uid, _gid = peer_credentials(conn)
         if uid != self._uid and uid != 0:
             log.warning("refused control connection from uid %d", uid)
             conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
-            return
+            return None
         conn.settimeout(READ_TIMEOUT)
         try:
             line = _read_line(conn)
             if not line:
-                return
+                return None
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError) as e:  # garbled, not JSON, or too large
             conn.sendall(json.dumps({"ok": False, "error": f"bad request: {e}"}).encode() + b"\n")
-            return
+            return None
         if not isinstance(request, dict):
             conn.sendall(b'{"ok": false, "error": "bad request: not a JSON object"}\n')
-            return
+            return None
         try:
             response = self._handler(request)
         except Exception as e:  # the daemon must survive any bad request
             log.exception("control request %r failed", request)
             response = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        conn.sendall(json.dumps(response).encode() + b"\n")
+        keep = response.pop(KEEP, None)
+        try:
+            conn.sendall(json.dumps(response).encode() + b"\n")
+        except OSError:
+            if keep is not None:
+                keep()  # the client is gone already
+            raise
         if self._after_reply is not None:
             self._after_reply(request, response)
+        return keep if callable(keep) else None
+
+
+def _hold(conn: socket.socket, release: Callable[[], None]) -> None:
+    """Wait until the client closes (or dies), then release what the connection held."""
+    try:
+        conn.settimeout(None)
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        conn.close()
+        try:
+            release()
+        except Exception:  # a bug in a release must not kill the thread silently
+            log.exception("releasing a kept connection failed")
+
+
+def request_kept(path: str, message: dict[str, Any], timeout: float = 30.0) -> tuple[dict[str, Any], socket.socket]:
+    """Send a request whose answer keeps the connection open; the caller closes the socket to end what it holds."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(message).encode() + b"\n")
+        line = _read_line(s)
+        out = json.loads(line) if line else None
+    except (OSError, ValueError) as e:
+        s.close()
+        raise ControlError(f"cannot reach the volume daemon: {e}", path) from e
+    if not isinstance(out, dict):
+        s.close()
+        raise ControlError("the volume daemon closed the connection without answering", path)
+    return out, s
 
 
 def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

@@ -1,15 +1,25 @@
-"""The mount daemon: one process per mounted volume (DESIGN §6).
+"""The mount daemon: one process per mounted (or temporarily dismounted) volume (DESIGN §6).
 
-``python -m simvol.mount.daemon --image IMG --mountpoint MNT --socket SOCK --volume-id GUID [--ready-fd N]``
+``python -m simvol.mount.daemon --image IMG --mountpoint MNT --socket SOCK --volume-id GUID [--ready-fd N]
+[--armed] [--lock-file LOCK]``
 
-It holds the image's exclusive lock for its whole life, repairs a dirty image before mounting, serves FUSE on
-its main thread (single-threaded loop) and answers the control socket on a second thread. It reports
-"ready" on the ready descriptor only once the mount is live, and exits only after the image is closed.
+While the volume is mounted it holds the image's exclusive lock, having repaired a dirty image first; it serves
+FUSE on its main thread (single-threaded loop) and answers the control socket on a second thread. It reports
+"ready" on the ready descriptor only once the mount is live.
+
+A temporary dismount ("dismount" with ``rearm``) closes the image and ends the FUSE session as any dismount
+does, then mounts a new, *armed* session at the same mount point (``armed.py``): no file system, no image lock.
+The first access through it takes the volume's lock (``--lock-file``, the lock the service holds for every
+operation on the volume, so an access never races a Dismount, Mount or Format), opens the image and serves it
+("activate"). ``--armed`` starts a daemon armed. A dismount without ``rearm`` ends the process once the image
+is closed.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -24,13 +34,18 @@ from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
 from . import holders as holders_mod
 from . import mountinfo
-from ._fuselib import FastFUSE, invalidate_path
-from .control import ControlServer
+from ._fuselib import FastFUSE, invalidate_path, mfusepy
+from .armed import ArmedOps
+from .control import KEEP, ControlServer
+from .locked import Holder, LockedOps
 from .ops import VolumeOps
 
 log = logging.getLogger("simvol.mount.daemon")
 
 SAFE_WAIT = 0.5  # late RELEASEs arrive after close() returns (fuse.md §5 step 2)
+# How long a first access waits for the volume's lock (a service operation on the volume holds it) before it fails
+# with EAGAIN. The service never touches a volume's files while it holds that lock, so the wait ends with it.
+ACTIVATE_WAIT = 10.0
 
 
 class Daemon:
@@ -42,16 +57,40 @@ class Daemon:
         self.ops: VolumeOps | None = None
         self.control: ControlServer | None = None
         self.repaired: list[dict[str, Any]] = []
-        self.closed = threading.Event()
+        self.closed = threading.Event()  # the process is done: last session over, image closed
+        # Sessions are numbered; the control thread waits for "session n closed" and "session n + 1 live".
+        self.sessions = threading.Condition()
+        self.session_no = 0
+        self.closed_no = 0
+        self.live_no = 0
+        self.dismounting_no = 0  # the session the dismount under way ends
+        self.dismount_rearm = False  # and whether an armed one follows (the main thread consumes self.rearm)
         self.reply_sent = threading.Event()
         self.dismount_started = threading.Lock()
         self.forced = False
+        self.rearm = False  # the dismount under way ends this session with an armed one
+        self.stopping = False  # an armed session is being unmounted: pending first accesses give up
+        self.armed: ArmedOps | None = None  # this session's trigger, while the volume is not open
+        self.activation = threading.Lock()  # guards which operations serve the session (activation, lock)
+        self.lock_fd: int | None = None
+        self.fuse: Any = None  # this session's FUSE object, whose operations the daemon replaces
+        self.locked_by: Holder | None = None  # the volume lock's holder, while it is held
         self.main_ident = threading.get_ident()
         self.started = time.time()
 
     # ------------------------------------------------------------ set-up
 
     def prepare(self) -> None:
+        a = self.args
+        if a.lock_file:
+            self.lock_fd = os.open(a.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if not a.armed:
+            self.ops = self.open_volume()
+        self.control = ControlServer(a.socket, self.handle, self._replied)
+        self.control.start()
+
+    def open_volume(self) -> VolumeOps:
+        """Open and lock the image, repair it if a crash left it dirty, and make the operations that serve it."""
         a = self.args
         self.image = Image.open(a.image, writable=not a.readonly)
         fd, size = self.image.fd, self.image.fs_size
@@ -62,14 +101,102 @@ class Daemon:
             for p in problems:
                 log.warning("repair: %s %s: %s", p.kind, p.path, p.detail)
         self.fs = FatFileSystem(fd, size, writable=not a.readonly, discard=a.discard)
-        self.ops = VolumeOps(self.fs, self.mountpoint, readonly=a.readonly)
-        self.control = ControlServer(a.socket, self.handle, self._replied)
-        self.control.start()
+        return VolumeOps(self.fs, self.mountpoint, readonly=a.readonly)
+
+    # ------------------------------------------------------------ activation of an armed session
+
+    def activate(self, armed: ArmedOps) -> VolumeOps:
+        """The first access through the armed session ``armed`` (on the FUSE thread): mount the volume for real."""
+        deadline = time.monotonic() + ACTIVATE_WAIT
+        while True:
+            if self.ops is not None:
+                return self.ops
+            if self.stopping or self.armed is not armed:
+                raise mfusepy.FuseOSError(errno.EIO)  # the volume went away meanwhile (offline, down)
+            if self._try_volume_lock():
+                try:
+                    error = self._activate_locked()
+                finally:
+                    self._unlock_volume()
+                if error:
+                    raise mfusepy.FuseOSError(errno.EIO)
+                continue
+            if time.monotonic() >= deadline:
+                log.warning("first access: the volume lock stayed taken for %.0f s", ACTIVATE_WAIT)
+                raise mfusepy.FuseOSError(errno.EAGAIN)
+            time.sleep(0.005)
+
+    def _activate_locked(self) -> str:
+        """Activate unless already done; the caller holds the volume's lock. Returns an error, or ""."""
+        with self.activation:
+            if self.ops is not None:
+                return ""
+            armed = self.armed
+            if armed is None:
+                return "not armed"
+            try:
+                ops = self.open_volume()
+            except (SimvolError, OSError) as e:
+                log.error("cannot activate %s: %s", self.args.image, e)
+                self._close_volume()
+                return str(e)
+            fuse_ptr, config = armed.session
+            ops.bind(fuse_ptr, config)
+            self.ops = ops
+            self.armed = None
+            self._publish()
+            log.info("activated by the first access")
+            return ""
+
+    def _publish(self) -> None:
+        """Point the session at the operations that serve it now; the caller holds ``activation``."""
+        current: Any = self.ops if self.ops is not None else self.armed
+        if current is None or self.fuse is None:
+            return
+        self.fuse.operations = LockedOps(current, self.locked_by) if self.locked_by is not None else current
+
+    # ------------------------------------------------------------ the volume lock
+
+    def lock(self, pid: int, extra: list[str]) -> dict[str, Any]:
+        """Grant the volume lock to ``pid`` (and its descendants) unless another process holds the volume."""
+        with self.activation:
+            if self.locked_by is not None:
+                return {"ok": False, "locked": True, "error": f"the volume is locked by pid {self.locked_by.pid}"}
+            # As FSCTL_LOCK_VOLUME: refused while anything is open on the volume, the caller's own files included.
+            found, complete = self.holders(extra)
+            if found:
+                return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
+            holder = Holder(pid)
+            self.locked_by = holder
+            self._publish()
+        log.info("locked by pid %d", pid)
+        return {"ok": True, KEEP: self._unlock}
+
+    def _unlock(self) -> None:
+        with self.activation:
+            holder, self.locked_by = self.locked_by, None
+            self._publish()
+        if holder is not None:
+            log.info("unlocked (pid %d)", holder.pid)
+
+    def _try_volume_lock(self) -> bool:
+        if self.lock_fd is None:
+            return True
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _unlock_volume(self) -> None:
+        if self.lock_fd is not None:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------ control requests
 
     def _replied(self, request: dict[str, Any], response: dict[str, Any]) -> None:
-        if request.get("op") == "dismount" and response.get("ok"):
+        # The reply to the dismount that ends the process: it may exit now. (A temporary dismount's reply is not.)
+        if request.get("op") == "dismount" and response.get("ok") and not response.get("armed"):
             self.reply_sent.set()
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -77,23 +204,45 @@ class Daemon:
         paths = req.get("paths") or []
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             return {"ok": False, "error": "bad request: paths must be a list of strings"}
-        if not isinstance(req.get("force", False), bool):  # "no" must not mean a forced dismount
-            return {"ok": False, "error": "bad request: force must be true or false"}
+        for flag in ("force", "rearm"):
+            if not isinstance(req.get(flag, False), bool):  # "no" must not mean a forced dismount
+                return {"ok": False, "error": f"bad request: {flag} must be true or false"}
         if op == "status":
             return self.status()
         if op == "flush":
-            assert self.ops is not None and self.fs is not None
-            with self.ops.engine_lock:
-                self.fs.sync()
+            ops, fs = self.ops, self.fs
+            if ops is not None and fs is not None:
+                with ops.engine_lock:
+                    fs.sync()
             return {"ok": True}
         if op == "holders":
             return {"ok": True, "holders": [h.as_dict() for h in self.holders(paths)[0]]}
         if op == "dismount":
-            return self.dismount(req.get("force", False), paths)
+            return self.dismount(req.get("force", False), paths, rearm=req.get("rearm", False))
+        if op == "lock":
+            pid = req.get("pid")
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+                return {"ok": False, "error": "bad request: pid must be a process id"}
+            return self.lock(pid, paths)
+        if op == "activate":  # from the service, which holds the volume's lock
+            error = self._activate_locked() if self.ops is None else ""
+            return {"ok": not error, "error": error} if error else {"ok": True, "repaired": self.repaired}
         return {"ok": False, "error": f"unknown request {op!r}"}
 
     def status(self) -> dict[str, Any]:
-        assert self.ops is not None and self.fs is not None
+        base = {
+            "ok": True,
+            "pid": os.getpid(),
+            "image": self.args.image,
+            "mountpoint": self.mountpoint,
+            "volume_id": self.args.volume_id,
+            "readonly": self.args.readonly,
+            "started": self.started,
+            "repaired": self.repaired,
+            "locked_by": self.locked_by.pid if self.locked_by is not None else None,
+        }
+        if self.ops is None or self.fs is None:
+            return {**base, "armed": True, "handles": []}
         with self.ops.engine_lock:
             handles = [
                 {"pid": h.pid, "path": h.path, "dir": h.is_dir, "writable": h.writable, "stale": h.stale}
@@ -101,19 +250,13 @@ class Daemon:
             ]
             sfs = self.fs.statfs()
         return {
-            "ok": True,
-            "pid": os.getpid(),
-            "image": self.args.image,
-            "mountpoint": self.mountpoint,
-            "volume_id": self.args.volume_id,
+            **base,
+            "armed": False,
             "handles": handles,
             "free_clusters": sfs.free_clusters,
             "total_clusters": sfs.total_clusters,
             "cluster_size": sfs.cluster_size,
-            "repaired": self.repaired,
-            "readonly": self.args.readonly,
             "label": self._label(),
-            "started": self.started,
         }
 
     def _label(self) -> str:
@@ -125,12 +268,12 @@ class Daemon:
                 return ""
 
     def holders(self, extra_paths: list[str]) -> tuple[list[holders_mod.Holder], bool]:
-        assert self.ops is not None
+        ops = self.ops
         table = [
             holders_mod.Holder(
                 h.pid, holders_mod.process_name(h.pid), self.mountpoint + h.path, "dir" if h.is_dir else "file"
             )
-            for h in self.ops.handles()
+            for h in (ops.handles() if ops is not None else [])
             if h.pid
         ]
         scanned, complete = holders_mod.scan([self.mountpoint, *extra_paths], exclude_pids=[os.getpid()])
@@ -140,18 +283,49 @@ class Daemon:
         found, complete = self.holders(extra)
         return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
 
-    def dismount(self, force: bool, extra: list[str]) -> dict[str, Any]:
-        assert self.ops is not None and self.fs is not None
+    def dismount(self, force: bool, extra: list[str], *, rearm: bool = False) -> dict[str, Any]:
+        """End the session: flush, mark clean, close the image, unmount. With ``rearm`` an armed session takes its
+        place (a temporary dismount); without, the process exits (its reply comes first)."""
         if not self.dismount_started.acquire(blocking=False):
             return {"ok": False, "error": "a dismount is already in progress"}
+        self.reply_sent.clear()
+        self.forced = False
+        with self.sessions:
+            self.dismounting_no = self.session_no
+            self.dismount_rearm = rearm
         try:
-            result = self._force(extra) if force else self._safe(extra)
+            with self.activation:  # an activation in progress finishes first; none starts meanwhile
+                armed = self.ops is None
+                if armed:
+                    self.stopping = not rearm
+            if armed:
+                result = {"ok": True, "forced": False, "armed": True} if rearm else self._unmount_armed()
+            else:
+                self.rearm = rearm
+                result = self._force(extra) if force else self._safe(extra)
         except Exception as e:
             log.exception("dismount failed")
             result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        if not result.get("ok"):
+        if not result.get("ok") or result.get("armed"):
+            self.rearm = False
+            self.stopping = False
             self.dismount_started.release()
         return result
+
+    def _unmount_armed(self) -> dict[str, Any]:
+        # A first access may be waiting for the volume lock inside the mount (it gives up now that stopping is set);
+        # until it has, the unmount may find the mount busy.
+        deadline = time.monotonic() + 2.0
+        while True:
+            ok, msg = mountinfo.unmount(self.mountpoint)
+            if ok or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if not ok:
+            ok, msg = mountinfo.unmount(self.mountpoint, lazy=True)
+        if not ok:
+            return {"ok": False, "error": f"unmount failed: {msg}"}
+        return self._wait_closed()
 
     def _safe(self, extra: list[str]) -> dict[str, Any]:
         ops, fs = self.ops, self.fs
@@ -202,9 +376,14 @@ class Daemon:
         return self._wait_closed()
 
     def _wait_closed(self) -> dict[str, Any]:
-        if not self.closed.wait(30):
-            return {"ok": False, "error": "the FUSE loop did not end within 30 s"}
-        return {"ok": True, "forced": self.forced}
+        n = self.dismounting_no
+        forced, rearm = self.forced, self.dismount_rearm
+        with self.sessions:
+            if not self.sessions.wait_for(lambda: self.closed_no >= n, 30):
+                return {"ok": False, "error": "the FUSE loop did not end within 30 s"}
+            if rearm and not self.sessions.wait_for(lambda: self.live_no > n, 20):
+                return {"ok": False, "error": "the armed mount did not come up within 20 s"}
+        return {"ok": True, "forced": forced, "armed": True} if rearm else {"ok": True, "forced": forced}
 
     # ------------------------------------------------------------ run
 
@@ -222,15 +401,41 @@ class Daemon:
                 error = f"internal error: {type(e).__name__}: {e}"
             # Close (and unlock) the image before reporting, and name this process, so the launcher returns
             # only once nothing of this failed mount is left (it waits for the pid to exit).
+            self._close_volume()
             self._cleanup()
             _report(ready_fd, {"ok": False, "error": error, "kind": type(e).__name__, "pid": os.getpid()})
             return 1
-        watcher = threading.Thread(target=self._announce, args=(ready_fd,), name="simvol-ready", daemon=True)
+        while True:
+            code = self._session(ready_fd)
+            ready_fd = None  # reported once, for the first session
+            # A temporary dismount ended the session: the volume is closed; an armed session answers next. (The
+            # control thread answers the dismount, and releases it, once that session is live.)
+            with self.sessions:
+                rearm, self.rearm = self.rearm, False
+            if not rearm:
+                break
+        self._cleanup()
+        if self.dismount_started.locked():
+            self.reply_sent.wait(5)  # let the control thread answer the dismount that ended the loop
+        return code
+
+    def _session(self, ready_fd: int | None) -> int:
+        """Mount and serve one FUSE session until it ends; the volume is closed when this returns."""
+        a = self.args
+        with self.sessions:
+            self.session_no += 1
+            n = self.session_no
+        ops: VolumeOps | ArmedOps
+        if self.ops is not None:
+            ops = self.ops
+        else:
+            self.armed = ops = ArmedOps(self.activate, uid=os.getuid(), gid=os.getgid())
+        watcher = threading.Thread(target=self._announce, args=(ready_fd, n), name="simvol-ready", daemon=True)
         watcher.start()
         options: dict[str, Any] = {
             "foreground": True,
             "nothreads": True,
-            "fsname": f"simvol:{a.volume_id}",
+            "fsname": mountinfo.FSNAME_PREFIX + a.volume_id + (mountinfo.ARMED_SUFFIX if ops is self.armed else ""),
             "subtype": "simvol",
         }
         if a.readonly:
@@ -241,8 +446,12 @@ class Daemon:
             options["allow_other"] = True
             options["default_permissions"] = True
         code = 0
+        first: Any = ops
+        with self.activation:
+            if self.locked_by is not None:
+                first = LockedOps(ops, self.locked_by)  # a lock taken before a dismount lasts across it
         try:
-            FastFUSE(self.ops, self.mountpoint, **options)
+            FastFUSE(first, self.mountpoint, on_start=self._started, **options)
         except RuntimeError as e:
             if e.args != (8,):  # 8: ended by a signal, our own forced dismount included (fuse.md §3 #2)
                 log.error("FUSE loop failed: %s", e)
@@ -250,25 +459,36 @@ class Daemon:
         except Exception as e:
             log.exception("FUSE loop failed: %s", e)
             code = 1
-        self._cleanup()
-        if watcher.is_alive():
-            _report(ready_fd, {"ok": False, "error": "the mount ended before it became live; see the log"})
-        if self.dismount_started.locked():
-            self.reply_sent.wait(5)  # let the control thread answer the dismount that ended the loop
-        return code
-
-    def _announce(self, ready_fd: int | None) -> None:
-        if mountinfo.wait_for_mount(self.mountpoint, self.args.timeout):
-            _report(ready_fd, {"ok": True, "pid": os.getpid(), "repaired": self.repaired})
-        else:
-            _report(ready_fd, {"ok": False, "error": "the FUSE mount did not appear in time"})
-
-    def _cleanup(self) -> None:
+        with self.activation:
+            self.armed = None
+            self.fuse = None
+            self._close_volume()
         entry = mountinfo.find_mount(self.mountpoint)
         if entry is not None and entry.is_simvol:
             ok, msg = mountinfo.unmount(self.mountpoint, lazy=True)
             if not ok:
                 log.warning("lazy unmount of %s failed: %s", self.mountpoint, msg)
+        if watcher.is_alive() and ready_fd is not None:
+            _report(ready_fd, {"ok": False, "error": "the mount ended before it became live; see the log"})
+        with self.sessions:
+            self.closed_no = n
+            self.sessions.notify_all()
+        return code
+
+    def _started(self, fuse: Any) -> None:
+        with self.activation:
+            self.fuse = fuse
+
+    def _announce(self, ready_fd: int | None, n: int) -> None:
+        if mountinfo.wait_for_mount(self.mountpoint, self.args.timeout):
+            with self.sessions:
+                self.live_no = n
+                self.sessions.notify_all()
+            _report(ready_fd, {"ok": True, "pid": os.getpid(), "repaired": self.repaired, "armed": self.ops is None})
+        else:
+            _report(ready_fd, {"ok": False, "error": "the FUSE mount did not appear in time"})
+
+    def _close_volume(self) -> None:
         if self.fs is not None:
             try:
                 self.fs.close()
@@ -276,10 +496,18 @@ class Daemon:
                 log.error("closing the file system failed: %s", e)
         if self.image is not None:
             self.image.close()
+        self.fs = None
+        self.image = None
+        self.ops = None
+
+    def _cleanup(self) -> None:
         try:
             os.rmdir(self.mountpoint)
         except OSError:
             pass
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
         self.closed.set()
 
 
@@ -303,6 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--readonly", action="store_true")
     p.add_argument("--allow-other", action="store_true")
     p.add_argument("--discard", action="store_true")
+    p.add_argument("--armed", action="store_true", help="start without the volume: the first access mounts it")
+    p.add_argument("--lock-file", help="the volume's lock, taken to mount it on a first access")
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--detach", action="store_true", help="fork once so the daemon is not the caller's child")

@@ -3,7 +3,8 @@
 A "mounted" volume is its image opened (and locked) in this process with the file system on it, exactly as a
 daemon holds it: dirty markers set while mounted, checked and repaired first if it was left dirty, flushed and
 marked clean by a dismount. Nothing appears at the mount point. Tests stand in for the rest: :meth:`hold` makes a
-process "hold" the volume, :meth:`crash` makes its daemon "die" and leave the image dirty.
+process "hold" the volume, :meth:`crash` makes its daemon "die" and leave the image dirty, and :meth:`access` is a
+process's first access through an armed mount point (a temporarily dismounted volume).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SimvolError, VolumeInUseError
+from ..errors import AccessDeniedError, SimvolError, VolumeInUseError
 from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
 from .launcher import MountError
-from .mounter import FsStatus, Mounter, Presence
+from .mounter import FsStatus, Mounter, Presence, VolumeLock
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class InProcessMounter(Mounter):
         self.volumes_dir = volumes_dir
         self._mounted: dict[str, _Mounted] = {}
         self._broken: set[str] = set()
+        self._armed: dict[str, tuple[str, bool]] = {}  # volume id → (image, readonly)
+        self._locked: dict[str, int] = {}  # volume id → the pid holding its lock
         self.repaired: dict[str, list[dict[str, Any]]] = {}  # what the last start of each volume repaired
 
     def __repr__(self) -> str:
@@ -50,12 +53,20 @@ class InProcessMounter(Mounter):
     def presence(self, volume_id: str) -> Presence:
         if volume_id in self._broken:
             return Presence.BROKEN
+        if volume_id in self._armed:
+            return Presence.ARMED
         return Presence.LIVE if volume_id in self._mounted else Presence.ABSENT
 
     def running(self, volume_id: str) -> bool:
         return volume_id in self._mounted
 
+    def arm(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        if volume_id in self._mounted or volume_id in self._broken or volume_id in self._armed:
+            raise MountError(f"{self.mountpoint(volume_id)} is already mounted", image)
+        self._armed[volume_id] = (image, readonly)
+
     def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        self._armed.pop(volume_id, None)  # an armed mount point activates
         if volume_id in self._mounted or volume_id in self._broken:
             raise MountError(f"{self.mountpoint(volume_id)} is already mounted", image)
         try:
@@ -73,17 +84,23 @@ class InProcessMounter(Mounter):
             raise MountError(f"cannot mount {image}: {e}", image) from e
         self._mounted[volume_id] = _Mounted(im, fs)
 
-    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
         m = self._mounted.get(volume_id)
         if m is None:
             self._broken.discard(volume_id)
+            if not rearm:
+                self._armed.pop(volume_id, None)
             return
         if m.holders and not force:
             raise VolumeInUseError.of(list(m.holders))
+        image, readonly = m.image.path, not m.image.writable
         self._close(volume_id, clean=True)
+        if rearm:
+            self._armed[volume_id] = (image, readonly)
 
     def clear(self, volume_id: str) -> None:
         self._broken.discard(volume_id)
+        self._armed.pop(volume_id, None)
         if volume_id in self._mounted:
             self._close(volume_id, clean=True)  # as a forced dismount: flushed and marked clean
 
@@ -103,9 +120,25 @@ class InProcessMounter(Mounter):
         m = self._mounted.get(volume_id)
         return list(m.holders) if m is not None else []
 
+    def lock(self, volume_id: str, pid: int, paths: Iterable[str] = ()) -> VolumeLock:
+        if volume_id in self._locked:
+            raise AccessDeniedError(message=f"the volume is locked by pid {self._locked[volume_id]}")
+        m = self._mounted.get(volume_id)
+        if m is not None and m.holders:  # the caller's own open files too, as FSCTL_LOCK_VOLUME
+            raise VolumeInUseError.of(list(m.holders))
+        self._locked[volume_id] = pid
+
+        def unlock() -> None:
+            self._locked.pop(volume_id, None)
+
+        return VolumeLock(release=unlock)
+
+    def locked_by(self, volume_id: str) -> int | None:
+        return self._locked.get(volume_id)
+
     def sweep(self, keep: Iterable[str]) -> list[str]:
         kept = set(keep)
-        gone = [v for v in [*self._mounted, *self._broken] if v not in kept]
+        gone = [v for v in [*self._mounted, *self._broken, *self._armed] if v not in kept]
         for v in gone:
             self.clear(v)
         return [self.mountpoint(v) for v in gone]
@@ -116,6 +149,15 @@ class InProcessMounter(Mounter):
         """Make a process "hold" the mounted volume until :meth:`release`."""
         m = self._mounted[volume_id]
         m.holders.append({"pid": pid, "process": process, "path": path or self.mountpoint(volume_id), "kind": kind})
+
+    def access(self, volume_id: str, pid: int = 0) -> None:
+        """Process ``pid``'s first access through the armed mount point: the volume is mounted again — unless
+        another process holds the volume's lock (PermissionError, as EACCES)."""
+        holder = self._locked.get(volume_id)
+        if holder is not None and holder != pid:
+            raise PermissionError(13, "the volume is locked", self.mountpoint(volume_id))
+        image, readonly = self._armed[volume_id]
+        self.start(volume_id, image, readonly=readonly)
 
     def release(self, volume_id: str) -> None:
         m = self._mounted.get(volume_id)
@@ -133,6 +175,7 @@ class InProcessMounter(Mounter):
         for v in list(self._mounted):
             self._close(v, clean=True)
         self._broken.clear()
+        self._armed.clear()
 
     def _close(self, volume_id: str, *, clean: bool) -> None:
         m = self._mounted.pop(volume_id)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import select
+import socket
 import stat
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import psutil
 
 from ..errors import SimvolError
 from . import mountinfo
-from .control import ControlError, request
+from .control import ControlError, request, request_kept
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,14 @@ def start_daemon(
     allow_other: bool = False,
     discard: bool = False,
     timeout: float = 20.0,
+    armed: bool = False,
+    lock_file: str | None = None,
 ) -> DaemonInfo:
-    """Start a daemon for ``image`` at ``mountpoint`` and wait until the mount is live."""
+    """Start a daemon for ``image`` at ``mountpoint`` and wait until the mount is live.
+
+    ``armed``: the mount point answers, but the image is opened only by the first access through it, which takes
+    ``lock_file`` (the volume's lock) first (daemon.py).
+    """
     ensure_private_dir(run_dir)
     sock, logfile, pidfile = run_files(run_dir, volume_id)
     mountpoint = os.path.abspath(mountpoint)
@@ -156,6 +163,10 @@ def start_daemon(
         args.append("--allow-other")
     if discard:
         args.append("--discard")
+    if armed:
+        args.append("--armed")
+    if lock_file:
+        args += ["--lock-file", lock_file]
     env = dict(os.environ)
     env["FUSE_LIBRARY_NAME"] = "fuse3"
     env.pop("FUSE_LIBRARY_PATH", None)
@@ -320,9 +331,31 @@ class DaemonClient:
         found: list[dict[str, Any]] = self._ok(request(self.socket, {"op": "holders", "paths": paths or []}))["holders"]
         return found
 
-    def dismount(self, force: bool = False, paths: list[str] | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        """{"ok": True} once unmounted and the image is closed; {"ok": False, "in_use": True, "holders": […]}."""
-        return request(self.socket, {"op": "dismount", "force": bool(force), "paths": list(paths or [])}, timeout)
+    def dismount(
+        self, force: bool = False, paths: list[str] | None = None, timeout: float = 60.0, *, rearm: bool = False
+    ) -> dict[str, Any]:
+        """{"ok": True} once unmounted and the image is closed; {"ok": False, "in_use": True, "holders": […]}.
+
+        With ``rearm`` the daemon stays, its mount point armed (``"armed": true`` in the answer): the next access
+        mounts the volume again.
+        """
+        message = {"op": "dismount", "force": bool(force), "paths": list(paths or []), "rearm": bool(rearm)}
+        return request(self.socket, message, timeout)
+
+    def lock(self, pid: int, paths: list[str] | None = None) -> tuple[dict[str, Any], socket.socket | None]:
+        """Ask for the volume lock for ``pid`` and its descendants: (answer, the connection that holds it).
+
+        Closing the connection — or the end of this process — ends the lock. When refused the connection is None.
+        """
+        answer, conn = request_kept(self.socket, {"op": "lock", "pid": pid, "paths": list(paths or [])})
+        if not answer.get("ok"):
+            conn.close()
+            return answer, None
+        return answer, conn
+
+    def activate(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Mount the volume of an armed daemon now (the caller holds the volume's lock)."""
+        return self._ok(request(self.socket, {"op": "activate"}, timeout))
 
     def _ok(self, response: dict[str, Any]) -> dict[str, Any]:
         if not response.get("ok"):

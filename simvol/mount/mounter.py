@@ -12,17 +12,19 @@ import abc
 import enum
 import logging
 import os
+import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InternalError, SimvolError, VolumeInUseError
+from ..errors import AccessDeniedError, InternalError, SimvolError, VolumeInUseError
 from . import holders as holders_mod
 from .control import ControlError
 from .launcher import (
     DaemonClient,
     DaemonInfo,
+    MountError,
     cleanup_stale,
     daemon_alive,
     read_pidfile,
@@ -42,6 +44,7 @@ class Presence(enum.Enum):
     """What is there for a volume, whatever the service believes."""
 
     LIVE = "live"  # a running daemon serving its mount
+    ARMED = "armed"  # a mount point that mounts the volume on its first access (a temporary dismount)
     ABSENT = "absent"  # no daemon, no mount
     BROKEN = "broken"  # one without the other: a dead daemon's stale mount, or a daemon whose mount went away
 
@@ -72,14 +75,19 @@ class Mounter(abc.ABC):
 
     @abc.abstractmethod
     def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
-        """Mount ``image``; returns once its files are reachable. Raises :class:`MountError`."""
+        """Mount ``image`` (activate it, when armed); returns once its files are reachable. Raises MountError."""
 
     @abc.abstractmethod
-    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+    def arm(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        """Make the mount point answer without the volume: the first access by any process mounts it."""
+
+    @abc.abstractmethod
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
         """Dismount: flush, mark clean, close the image; returns once it is closed.
 
         Without ``force`` raises :class:`VolumeInUseError` naming the holders (also those holding ``paths``,
-        the volume's access paths); with it, every open handle becomes stale. Absent: only clears leftovers.
+        the volume's access paths); with it, every open handle becomes stale. With ``rearm`` the mount point is
+        armed afterwards (a temporary dismount); without, nothing answers there. Absent: only clears leftovers.
         """
 
     @abc.abstractmethod
@@ -88,7 +96,7 @@ class Mounter(abc.ABC):
 
     @abc.abstractmethod
     def running(self, volume_id: str) -> bool:
-        """A daemon serves the volume (its mount may still be broken; :meth:`presence` tells)."""
+        """Something serves the volume's files (not merely armed; its mount may be broken: :meth:`presence`)."""
 
     @abc.abstractmethod
     def fs_status(self, volume_id: str) -> FsStatus | None:
@@ -103,17 +111,59 @@ class Mounter(abc.ABC):
         """Who holds the mounted volume (pid, process, path, kind); [] when nothing serves it."""
 
     @abc.abstractmethod
+    def lock(self, volume_id: str, pid: int, paths: Iterable[str] = ()) -> VolumeLock:
+        """The volume lock for ``pid`` and its descendants: every other process's access fails with EACCES, and a
+        dismounted volume does not remount for them. Raises VolumeInUseError when another process holds the
+        volume, AccessDeniedError when it is locked already. It lasts until released or until this process ends."""
+
+    @abc.abstractmethod
     def sweep(self, keep: Iterable[str]) -> list[str]:
         """Remove mounts of volumes not in ``keep`` (ids); returns the mount points removed."""
+
+
+class VolumeLock:
+    """A held volume lock; :meth:`release` (or the end of the process) ends it."""
+
+    def __init__(self, conn: socket.socket | None = None, release: Callable[[], None] | None = None) -> None:
+        self._conn = conn
+        self._release = release
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None or self._release is not None
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        release, self._release = self._release, None
+        if conn is not None:
+            conn.close()  # the daemon sees the end of the connection and unlocks
+        if release is not None:
+            release()
+
+    def __enter__(self) -> VolumeLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class DaemonMounter(Mounter):
     """One FUSE daemon process per mounted volume, mounted at ``volumes_dir/{GUID}``, run files in ``run_dir``."""
 
-    def __init__(self, volumes_dir: str, run_dir: str, *, allow_other: bool = False) -> None:
+    def __init__(
+        self,
+        volumes_dir: str,
+        run_dir: str,
+        *,
+        allow_other: bool = False,
+        lock_path: Callable[[str], str] | None = None,
+    ) -> None:
         self.volumes_dir = volumes_dir
         self.run_dir = run_dir
         self.allow_other = allow_other
+        # The file of the lock the caller holds for every operation on a volume: a first access through an armed
+        # mount point takes it too, so it never races a Dismount, Mount or Format.
+        self.lock_path = lock_path
 
     def __repr__(self) -> str:
         return f"DaemonMounter({self.volumes_dir!r}, {self.run_dir!r})"
@@ -136,15 +186,42 @@ class DaemonMounter(Mounter):
         info = self.daemon(volume_id)
         entry = find_mount(self.mountpoint(volume_id))
         if info is not None and entry is not None and entry.is_simvol:
+            if entry.mounted_armed and self._armed(info):
+                return Presence.ARMED
             return Presence.LIVE
         if info is None and entry is None:
             return Presence.ABSENT
         return Presence.BROKEN
 
+    @staticmethod
+    def _armed(info: DaemonInfo) -> bool:
+        """Still armed (not yet activated by an access): only the daemon knows."""
+        try:
+            return bool(DaemonClient(info.socket).status().get("armed"))
+        except ControlError:
+            return False
+
     def running(self, volume_id: str) -> bool:
-        return self.daemon(volume_id) is not None
+        info = self.daemon(volume_id)
+        if info is None:
+            return False
+        entry = find_mount(self.mountpoint(volume_id))
+        return not (entry is not None and entry.mounted_armed and self._armed(info))
 
     def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        info = self.daemon(volume_id)
+        if info is not None and self.presence(volume_id) is Presence.ARMED:
+            try:
+                DaemonClient(info.socket).activate()
+                return
+            except ControlError as e:
+                raise MountError(f"cannot mount {image}: {e}", image) from e
+        self._start(volume_id, image, readonly=readonly, armed=False)
+
+    def arm(self, volume_id: str, image: str, *, readonly: bool) -> None:
+        self._start(volume_id, image, readonly=readonly, armed=True)
+
+    def _start(self, volume_id: str, image: str, *, readonly: bool, armed: bool) -> None:
         start_daemon(
             image,
             self.mountpoint(volume_id),
@@ -152,9 +229,11 @@ class DaemonMounter(Mounter):
             volume_id,
             readonly=readonly,
             allow_other=self.allow_other,
+            armed=armed,
+            lock_file=self.lock_path(volume_id) if self.lock_path is not None else None,
         )
 
-    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
         info = self.daemon(volume_id)
         mp = self.mountpoint(volume_id)
         if info is None:
@@ -163,7 +242,7 @@ class DaemonMounter(Mounter):
             remove_pidfile(self.run_dir, volume_id)
             return
         try:
-            answer = DaemonClient(info.socket).dismount(force=force, paths=list(paths))
+            answer = DaemonClient(info.socket).dismount(force=force, paths=list(paths), rearm=rearm)
         except ControlError as e:
             if daemon_alive(info):
                 raise InternalError(message=f"the volume daemon does not answer: {e}") from e
@@ -172,6 +251,11 @@ class DaemonMounter(Mounter):
             if answer.get("in_use"):
                 raise VolumeInUseError.of(answer["holders"])
             raise InternalError(message=f"dismount failed: {answer.get('error')}")
+        if answer.get("armed"):
+            return  # the daemon stays: its mount point now mounts the volume on the next access
+        if rearm:  # a daemon that died meanwhile (the answer came from nowhere): arm afresh
+            self.clear(volume_id)
+            return
         if not wait_gone(info.pid, info.create_time, 10):
             log.warning("daemon %d did not exit after the dismount", info.pid)
         remove_pidfile(self.run_dir, volume_id)
@@ -204,6 +288,8 @@ class DaemonMounter(Mounter):
         if client is None:
             return None
         st = client.status()
+        if st.get("armed"):
+            return None
         return FsStatus(
             int(st["total_clusters"]), int(st["free_clusters"]), int(st["cluster_size"]), st.get("label", "")
         )
@@ -230,6 +316,22 @@ class DaemonMounter(Mounter):
             if time.monotonic() >= deadline or not found or any(holders_mod.settled(h) for h in found):
                 return found
             time.sleep(0.01)
+
+    def lock(self, volume_id: str, pid: int, paths: Iterable[str] = ()) -> VolumeLock:
+        info = self.daemon(volume_id)
+        if info is None:
+            return VolumeLock(release=lambda: None)  # nothing serves the volume: nobody else can reach it
+        try:
+            answer, conn = DaemonClient(info.socket).lock(pid, list(paths))
+        except ControlError as e:
+            raise InternalError(message=f"the volume daemon does not answer: {e}") from e
+        if conn is None:
+            if answer.get("in_use"):
+                raise VolumeInUseError.of(answer["holders"])
+            if answer.get("locked"):
+                raise AccessDeniedError(message=str(answer.get("error")))
+            raise InternalError(message=f"lock failed: {answer.get('error')}")
+        return VolumeLock(conn)
 
     def sweep(self, keep: Iterable[str]) -> list[str]:
         known = {self.mountpoint(v) for v in keep}

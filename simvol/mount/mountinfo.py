@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 FSTYPE = "fuse.simvol"
 FSNAME_PREFIX = "simvol:"
+ARMED_SUFFIX = ":armed"  # the fsname of a session mounted armed: simvol:GUID:armed
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,14 @@ class MountEntry:
 
     @property
     def volume_guid(self) -> str | None:
-        return self.source[len(FSNAME_PREFIX) :] if self.source.startswith(FSNAME_PREFIX) else None
+        if not self.source.startswith(FSNAME_PREFIX):
+            return None
+        return self.source[len(FSNAME_PREFIX) :].removesuffix(ARMED_SUFFIX)
+
+    @property
+    def mounted_armed(self) -> bool:
+        """The session was mounted armed (a temporarily dismounted volume); it may have activated since."""
+        return self.source.endswith(ARMED_SUFFIX)
 
 
 def _unescape(field: str) -> str:

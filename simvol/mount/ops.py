@@ -51,6 +51,28 @@ def _err(e: int) -> mfusepy.FuseOSError:
     return mfusepy.FuseOSError(e)
 
 
+def configure(conn: Any, config: Any) -> None:
+    """The session's settings, made at its INIT (``init_with_config``) by whatever answers at the mount point first."""
+    if config is not None:
+        config.kernel_cache = 1  # the daemon is the image's only writer (fuse.md §2.2)
+        config.attr_timeout = _TIMEOUT
+        config.entry_timeout = _TIMEOUT
+        config.negative_timeout = 0.0  # case-insensitive names: never cache a miss
+        # st_ino comes from the engine (Node.ino), not from libfuse's per-name node ids: libfuse numbers each
+        # (directory, name) it sees, so "a.txt" and "A.TXT" got two numbers and cp, shutil.move and tar
+        # could not see that both name one file (cp truncated it; docs/behaviour.md, "One file, one inode").
+        config.use_ino = 1
+    if conn is not None:
+        conn.max_write = 1 << 20
+        # The kernel sends RELEASE (the last close of a file) as a background request and holds it back
+        # while max_background (default 12) background requests are in flight; a synchronous UNLINK issued
+        # after close() returned could then overtake it and find the file still open (EBUSY under
+        # concurrent close load). With room for all of them, RELEASE is queued before close() returns,
+        # and this loop serves requests in order. Unprivileged mounts are capped at the kernel's
+        # max_user_bgreq (a module parameter, several thousand by default).
+        conn.max_background = _MAX_BACKGROUND
+
+
 class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
@@ -160,7 +182,13 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
     # ------------------------------------------------------------ libfuse callbacks
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        self._fuse_ptr = current_fuse()
+        configure(conn, config)
+        self.bind(current_fuse(), config)
+
+    def bind(self, fuse_ptr: int | None, config: Any) -> None:
+        """Serve the FUSE session ``fuse_ptr`` whose ``struct fuse_config`` is ``config``: at its INIT, or later when
+        an armed mount point activates (``armed.py``; any thread may call this then)."""
+        self._fuse_ptr = fuse_ptr
         self._config = config
         if self._fuse_ptr:
             self._kinodes.notify = inode_notifier(self._fuse_ptr)
@@ -169,23 +197,7 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
             self._notifier = KernelNotifier(self._fuse_ptr)
             after_request.append(self._notifier.settle)
         if config is not None:
-            config.kernel_cache = 1  # the daemon is the image's only writer (fuse.md §2.2)
-            config.attr_timeout = _TIMEOUT
-            config.entry_timeout = _TIMEOUT
-            config.negative_timeout = 0.0  # case-insensitive names: never cache a miss
-            # st_ino comes from the engine (Node.ino), not from libfuse's per-name node ids: libfuse numbers each
-            # (directory, name) it sees, so "a.txt" and "A.TXT" got two numbers and cp, shutil.move and tar
-            # could not see that both name one file (cp truncated it; docs/behaviour.md, "One file, one inode").
-            config.use_ino = 1
-        if conn is not None:
-            conn.max_write = 1 << 20
-            # The kernel sends RELEASE (the last close of a file) as a background request and holds it back
-            # while max_background (default 12) background requests are in flight; a synchronous UNLINK issued
-            # after close() returned could then overtake it and find the file still open (EBUSY under
-            # concurrent close load). With room for all of them, RELEASE is queued before close() returns,
-            # and this loop serves requests in order. Unprivileged mounts are capped at the kernel's
-            # max_user_bgreq (a module parameter, several thousand by default).
-            conn.max_background = _MAX_BACKGROUND
+            self._set_timeouts(_TIMEOUT)
 
     def stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
         """For FastFUSE: (ino, mode, nlink, size, uid, gid, blocks, blksize, atime s, ns, mtime s, ns, ctime s, ns),
@@ -594,3 +606,22 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
                 after_request.remove(self._notifier.settle)
             self._notifier.close()  # before libfuse frees the session it writes to
             self._notifier = None
+
+
+def _callback_names() -> tuple[str, ...]:
+    """The callbacks VolumeOps implements, by the names mfusepy looks them up under (``getattr``, ``open``, …).
+
+    libfuse registers a session's callbacks once, from the operations object the session starts with; an object
+    that replaces VolumeOps during a session (or stands in before it, armed.py, locked.py) must answer all of them.
+    """
+    names = []
+    for field in mfusepy.fuse_operations._fields_:
+        name = field[0]
+        name = name[1:] if name in ("ftruncate", "fgetattr") else name
+        value = getattr(VolumeOps, name, None)
+        if value is not None and not getattr(value, "libfuse_ignore", False):
+            names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+CALLBACKS = _callback_names()

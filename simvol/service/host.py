@@ -95,10 +95,26 @@ class Host:
         row = self.row(volume_id)
         meta = self.metadata(row)
         state = self.state(row, meta)
-        if state is VolumeState.MOUNTED:
-            if self.mounter.presence(volume_id) is Presence.LIVE:
+        presence = self.mounter.presence(volume_id)
+        if state is VolumeState.TEMPORARILY_DISMOUNTED:
+            if presence is Presence.LIVE:  # a process's access mounted it again, as Windows does
+                self.registry.set_temporarily_dismounted(volume_id, False)
+                return VolumeState.MOUNTED
+            if presence is Presence.ARMED and not self.down:
                 return state
-            self.mounter.clear(volume_id)
+            if presence is not Presence.ABSENT:
+                self.mounter.clear(volume_id)
+            if not self.down:
+                try:
+                    self.arm(row, meta)
+                except VdsError as e:
+                    log.warning("cannot arm %s for remount on access: %s", row.image, e)
+            return state
+        if state is VolumeState.MOUNTED:
+            if presence is Presence.LIVE:
+                return state
+            if presence is not Presence.ARMED:
+                self.mounter.clear(volume_id)
             if self.down:
                 return state
             try:
@@ -106,7 +122,8 @@ class Host:
             except VdsError as e:
                 log.warning("cannot remount %s: %s", row.image, e)
             return state
-        self.mounter.clear(volume_id)  # T, P and FAILED have no mount
+        if presence is not Presence.ABSENT:
+            self.mounter.clear(volume_id)  # P and FAILED have no mount
         return state
 
     def reconcile_all(self) -> None:
@@ -132,14 +149,25 @@ class Host:
             tail = getattr(e, "log_tail", "")
             raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e
 
+    def arm(self, row: VolumeRow, meta: ImageMetadata | None = None) -> None:
+        """Make the volume's mount point mount it on the first access (a temporarily dismounted volume)."""
+        meta = meta or self.metadata(row)
+        if meta is None:
+            raise ObjectStatusFailedError(message=f"cannot read the image {row.image}")
+        try:
+            self.mounter.arm(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY))
+        except (SimvolError, OSError) as e:
+            raise ObjectStatusFailedError(message=str(e)) from e
+
     def mount(self, volume_id: str) -> None:
         """Mount and record the volume as mounted (it was T, or P with its flag just cleared)."""
         self.start(self.row(volume_id))
         self.registry.set_temporarily_dismounted(volume_id, False)
 
-    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = ()) -> None:
-        """Dismount; returns once the image is closed. Raises VolumeInUseError unless ``force``."""
-        self.mounter.stop(volume_id, force=force, paths=paths)
+    def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
+        """Dismount; returns once the image is closed. Raises VolumeInUseError unless ``force``. With ``rearm`` (a
+        temporary dismount) the next access by any process mounts the volume again."""
+        self.mounter.stop(volume_id, force=force, paths=paths, rearm=rearm)
 
 
 def _boot_id() -> str:

@@ -82,6 +82,10 @@ class Root:
     def letter_path(self, letter: str) -> str:
         return os.path.join(self.drives, letter.upper())
 
+    def lock_path(self, name: str) -> str:
+        """The file of :meth:`lock` ``name``: a volume's daemon takes the volume's lock to mount it on an access."""
+        return os.path.join(self.locks, name + ".lock")
+
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock shared by every process on this root; re-entrant within a thread."""
@@ -94,7 +98,7 @@ class Root:
             finally:
                 held[name] -= 1
             return
-        fd = self._open_lock(os.path.join(self.locks, name + ".lock"))
+        fd = self._open_lock(self.lock_path(name))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             held[name] = 1

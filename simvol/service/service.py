@@ -60,7 +60,9 @@ class VolumeService:
         except Exception as e:  # sqlite3 errors, a newer schema
             raise InternalError(message=f"cannot open the registry {the_root.database}: {e}") from e
         if mounter is None:
-            mounter = DaemonMounter(the_root.volumes, the_root.run, allow_other=allow_other)
+            mounter = DaemonMounter(
+                the_root.volumes, the_root.run, allow_other=allow_other, lock_path=the_root.lock_path
+            )
         self._host = Host(the_root, registry, mounter)
         self._host.check_boot()
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ..errors import (
@@ -278,18 +279,71 @@ class Volume:
                 return S_OK
             if state is FAILED:
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED")
-            self._host.stop(self._vid, force=force, paths=self._host_paths())
+            # A temporary dismount leaves the mount point armed: the next access by any process mounts it again.
+            self._host.stop(self._vid, force=force, paths=self._host_paths(), rearm=not permanent)
             self._host.registry.set_temporarily_dismounted(self._vid, True)
             if permanent:
                 self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
             return S_OK
 
     def offline(self) -> int:
-        """``IVdsVolumeMF3::OfflineVolume``: P → S_OK, otherwise Dismount(TRUE, TRUE)."""
+        """``IVdsVolumeMF3::OfflineVolume``: P → S_OK; from T, Dismount(TRUE, TRUE)'s checks without its
+        "temporarily dismounted" one (MS-VDS: the server must offline the volume); otherwise Dismount(TRUE, TRUE)."""
         with self._lock():
-            if self._enter() is P:
+            state = self._enter()
+            if state is P:
                 return S_OK
-            return self.dismount(force=True, permanent=True)
+            if state is not T:
+                return self.dismount(force=True, permanent=True)
+            flags = self._meta().flags
+            if flags & CRITICAL_ROLES:
+                raise _fail("VDS_E_NOT_SUPPORTED", "a system, boot or pagefile volume cannot be dismounted")
+            if not flags & VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED:
+                raise _fail("VDS_E_NOT_SUPPORTED", "this volume does not support permanent dismount")
+            if self._paths():
+                raise _fail("VDS_E_VOLUME_HAS_PATH")
+            self._host.stop(self._vid, force=True)  # the armed mount point goes: P never remounts on access
+            self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
+            return S_OK
+
+    @contextmanager
+    def lock(self, dismount: bool = False, timeout: float = 0) -> Iterator[Volume]:
+        """The volume lock (FSCTL_LOCK_VOLUME), as a context manager: while it is held only this process and its
+        children may use the volume; every other process's access fails with EACCES (ERROR_ACCESS_DENIED), and a
+        dismounted volume does not remount for them.
+
+        Refused with VDS_E_DEVICE_IN_USE (naming the holders) while another process holds the volume, with
+        E_ACCESSDENIED while another lock is held, with VDS_E_VOLUME_NOT_ONLINE for a permanently dismounted
+        volume. ``dismount``: dismount the volume inside the lock (temporarily: the image is closed, clean and free
+        for raw reads; it stays dismounted after the lock and remounts on the next access). ``timeout`` (seconds,
+        0 = none): the lock ends then even if the block has not. It always ends with the block or with this process.
+        """
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise _fail("E_INVALIDARG", f"the timeout must be a number of seconds >= 0, got {timeout!r}")
+        with self._lock():
+            state = self._enter()
+            if state is P:
+                raise _fail("VDS_E_VOLUME_NOT_ONLINE")
+            if state is FAILED:
+                raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot read the image {self.image}")
+            held = self._host.mounter.lock(self._vid, os.getpid(), self._host_paths())
+            try:
+                if dismount and state is M:
+                    self._host.stop(self._vid, force=False, paths=self._host_paths(), rearm=True)
+                    self._host.registry.set_temporarily_dismounted(self._vid, True)
+            except BaseException:
+                held.release()
+                raise
+        timer = threading.Timer(timeout, held.release) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            yield self
+        finally:
+            if timer is not None:
+                timer.cancel()
+            held.release()
 
     # ================================================================= access paths
 
@@ -467,21 +521,26 @@ class Volume:
         quick: bool = True,
         compress: bool = False,
     ) -> int:
-        """``IVdsVolumeMF::Format`` (vds.md §5.3); returns S_OK or VDS_S_VOLUME_COMPRESS_FAILED."""
+        """``IVdsVolumeMF::Format``: S_OK, the volume formatted and mounted; checks in MS-VDS's order — exclusive
+        access first (in use without ``force``), then the volume's state, role and write protection, compression
+        (FAT32 has none: refused before anything changes, as Windows 7 and later do), the file-system type, the
+        label, the size and the allocation unit."""
         with self._lock():
             state = self._enter()
             meta = self._meta()
+            if state is M and not force:
+                self._refuse_if_in_use()
             if state is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
             if meta.flags & CRITICAL_ROLES:
                 raise _fail("VDS_E_OPERATION_DENIED", "system, boot and pagefile volumes cannot be formatted")
             if meta.flags & VolumeFlag.READONLY:
                 raise _fail("VDS_E_MEDIA_WRITE_PROTECTED")
+            if compress:
+                raise _fail("VDS_E_COMPRESSION_NOT_SUPPORTED", "FAT32 cannot be compressed")
             fs = format_driver(fs_type, label, unit)
             size = meta.fs_size
             check_fits(fs, size, label, unit, windows_limits=True)
-            if state is M and not force:
-                self._refuse_if_in_use()
             if state is M:
                 self._host.stop(self._vid, force=force, paths=self._host_paths())
             try:
@@ -489,7 +548,7 @@ class Volume:
             except (SimvolError, OSError) as e:  # a FormatError too, though check_fits ruled it out
                 raise _fail("VDS_E_IO_ERROR", f"formatting failed: {e}") from e
             self._mount_now()
-            return _E["VDS_S_VOLUME_COMPRESS_FAILED"] if compress else S_OK
+            return S_OK
 
     def _fs_flags(self, flags: int, setting: bool) -> int:
         if not isinstance(flags, int) or isinstance(flags, bool):
@@ -545,7 +604,7 @@ class Volume:
         """Dismount (forced with ``force``), remove every access path and forget the volume; the image stays."""
         with self._lock(), self._host.lock("paths"):
             state = self._enter()
-            if state is M:
+            if state in (M, T):  # T: its armed mount point
                 self._host.stop(self._vid, force=force, paths=self._host_paths())
             for p in self._paths():
                 self._remove_path(p.key)

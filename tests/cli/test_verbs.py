@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from simvol.mount import find_mount
+
 from .conftest import Cli, MiB, sh
 
 pytestmark = pytest.mark.fuse
@@ -144,7 +146,8 @@ def test_mount_dismount_cycle(cli: Cli, e_vol: dict) -> None:
     v = cli.run("dismount", "E:")["volume"]
     assert v["dismount_state"] == "temporary" and not v["mounted"] and v["status"] == "ONLINE"
     assert v["access_paths"] == ["E:\\"], "a temporary dismount keeps the access paths"
-    assert not os.path.ismount(e_vol["mount_path"])
+    entry = find_mount(e_vol["mount_path"])  # what answers there is the armed trigger, not the volume
+    assert entry is not None and entry.mounted_armed
     v = cli.run("mount", "E:")["volume"]
     assert v["dismount_state"] == "none" and v["mounted"] and os.path.ismount(v["mount_path"])
     assert v["label"] == "DATA"
@@ -156,8 +159,10 @@ def test_format(cli: Cli, e_vol: dict) -> None:
     v = cli.run("format", "E:", "--label", "fresh")["volume"]
     assert v["label"] == "FRESH" and v["mounted"] and v["id"] == e_vol["id"] and v["access_paths"] == ["E:\\"]
     assert sh(f"ls -A '{base}'") == ""
-    out = cli.run("format", "E:", "--compress", "--unit", "512", "--full", expect="VDS_S_VOLUME_COMPRESS_FAILED")
-    assert out["hresult"] == 0x00042443  # a success code: exit 0 (checked by Cli.run)
+    sh(f"echo x > '{base}/kept.txt'")
+    out = cli.run("format", "E:", "--compress", "--unit", "512", "--full", expect="VDS_E_COMPRESSION_NOT_SUPPORTED")
+    assert out["hresult"] == 0x80042918  # refused before anything changed (vds.md §9 row 3): exit 1
+    assert sh(f"ls -A '{base}'").strip() == "kept.txt"
     r = cli.raw("format", "E:", "--label", "DATA")
     assert r.returncode == 0
 

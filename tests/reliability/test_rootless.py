@@ -164,6 +164,13 @@ out["state_after_forced"] = vol.state
 holder.stdin.write("go\n"); holder.stdin.flush()
 out["holder_after"] = holder.stdout.readline().strip()
 holder.wait(10)
+# remount on access: another process of the user reads through the letter of the T volume
+letter = os.path.join(root, "drives", "E", "dir", "note.txt")
+r = subprocess.run([sys.executable, "-c", "import sys; print(open(sys.argv[1]).read(), end='')", letter],
+                   capture_output=True, text=True, timeout=60)
+out["access"] = [r.returncode, r.stdout]
+out["state_after_access"] = vol.state
+vol.dismount()
 # resolve remounts a temporarily dismounted volume, the data is intact
 with open(svc.resolve("E:\\dir\\note.txt")) as f:
     out["note"] = f.read()
@@ -208,6 +215,7 @@ def test_integration_core_as_user(rootless: Rootless):
     assert out["state_after_safe"] == "M"
     assert out["forced"] == 0 and out["state_after_forced"] == "T"
     assert out["holder_after"] in (f"err {n}" for n in (5, 107)), out["holder_after"]  # EIO / ENOTCONN
+    assert out["access"] == [0, "hello from an unprivileged user\n"] and out["state_after_access"] == "M"
     assert out["note"] == out["note2"] == "hello from an unprivileged user\n"
     assert out["size"] == 300000
     assert out["permanent"] == 0 and out["state_p"] == "P"

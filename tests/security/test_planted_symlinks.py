@@ -38,13 +38,13 @@ def test_run_files(service: VolumeService, outside, kind, target):
     """Found here: a link at the lock file broke every operation with a raw OSError (ELOOP), and one at the log
     made the volume unmountable; now the link is replaced, never followed."""
     vol = service.create_volume(40 << 20)
-    vol.dismount()
+    vol.dismount(permanent=True)  # no daemon at all (a temporary dismount keeps its daemon, armed)
     link = run_files(service, vol)[kind]
     plant(link, outside.path / target)
-    assert vol.mount() == 0
+    assert vol.mount() == 0  # a new daemon makes its run files
     assert vol.state == "M" and os.path.ismount(vol.mount_path)
     assert not os.path.islink(link)
-    vol.dismount()
+    vol.dismount(permanent=True)
     plant(link, outside.path / target)
     vol.delete(force=True)  # works with the link still there
     outside.unchanged()
@@ -64,11 +64,11 @@ def test_lock_link_while_mounted(service: VolumeService, outside):
 def test_mount_point_link(service: VolumeService, outside):
     """ROOT/volumes/{GUID} planted as a link: the mount goes on a fresh directory, never over the link's target."""
     vol = service.create_volume(40 << 20)
-    vol.dismount()
+    vol.dismount(permanent=True)  # nothing at the mount point (a temporary dismount leaves it armed)
     plant(vol.mount_path, outside.path / "dir")
     assert vol.mount() == 0
     assert not os.path.islink(vol.mount_path) and os.path.ismount(vol.mount_path)
-    vol.dismount(force=True)
+    vol.dismount(force=True, permanent=True)
     assert not os.path.lexists(vol.mount_path)
     outside.unchanged()
 

@@ -28,7 +28,7 @@ import pytest
 
 from simvol.errors import VdsError
 from simvol.image import read_metadata
-from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
+from simvol.mount import DaemonClient, daemon_alive, find_mount, read_pidfile, simvol_mounts
 from simvol.service import Volume, VolumeService
 from simvol.service.registry import Registry
 from simvol.types import VolumeFlag, VolumeStatus
@@ -214,9 +214,16 @@ class Kit:
         finally:
             registry.close()
         info = read_pidfile(os.path.join(root, "run"), vid)
+        alive = info is not None and daemon_alive(info)
+        entry = find_mount(v.mount_path)
+        armed = False
+        if alive and entry is not None and entry.mounted_armed:
+            assert info is not None
+            armed = bool(DaemonClient(info.socket).status().get("armed"))
         return {
-            "mounted": Kit.mounted(v),
-            "daemon": info is not None and daemon_alive(info),
+            "mounted": Kit.mounted(v) and not armed,  # the volume served, not merely armed
+            "armed": armed,
+            "daemon": alive,
             "image_flags": read_metadata(row.image).flags,
             "dismount": row.dismount,
             "paths": paths,
@@ -226,17 +233,18 @@ class Kit:
         """Assert ``v`` is in ``state`` (M/T/P) in every place the state shows (vds.md §7 table)."""
         raw = self.raw(v)
         if state == "M":
-            assert raw["mounted"], f"{v} should be mounted (M): {raw}"
+            assert raw["mounted"] and not raw["armed"], f"{v} should be mounted (M): {raw}"
             assert raw["daemon"], f"{v} has no live daemon in M: {raw}"
             assert not raw["image_flags"] & PD, raw
             assert raw["dismount"] == "none", raw
         elif state == "T":
-            assert not raw["mounted"] and not raw["daemon"], f"{v} should not be mounted in T: {raw}"
-            assert not os.path.lexists(v.mount_path), "the mount point directory is removed in T"
+            # The file system is dismounted; what answers at the mount point mounts it on the next access.
+            assert not raw["mounted"], f"{v} should not be mounted in T: {raw}"
+            assert raw["armed"] and raw["daemon"], f"the mount point of {v} should be armed in T: {raw}"
             assert not raw["image_flags"] & PD, raw
             assert raw["dismount"] == "temporary", raw
         elif state == "P":
-            assert not raw["mounted"] and not raw["daemon"], f"{v} should not be mounted in P: {raw}"
+            assert not (raw["mounted"] or raw["armed"] or raw["daemon"]), f"{v} should not be mounted in P: {raw}"
             assert raw["image_flags"] & PD, f"the PERMANENTLY_DISMOUNTED flag must be in the image trailer: {raw}"
             assert raw["paths"] == [], f"P has no access paths: {raw}"
         else:  # pragma: no cover

@@ -2,7 +2,8 @@
 
 A hypothesis ``RuleBasedStateMachine`` drives 1–2 real volumes on a private root with random operation
 sequences (Mount, the four Dismount flag combinations, OfflineVolume, Add/DeleteAccessPath of letters and
-mount folders, Format, GetFileSystemProperties, a holder process that opens a file and goes away) and predicts
+mount folders, Format, GetFileSystemProperties, a holder process that opens a file and goes away, another process
+listing the volume — which mounts a temporarily dismounted one again) and predicts
 every HRESULT from a small reference model of the §5 check orders. After each step the reality must agree
 with the model, read directly (no reconcile): the registry's access paths, the PERMANENTLY_DISMOUNTED flag in
 the image trailer, /proc/self/mountinfo and the daemon.
@@ -26,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from simvol.errors import HRESULTS, S_OK
 from simvol.image import read_metadata
-from simvol.mount import daemon_alive, find_mount, read_pidfile, simvol_mounts
+from simvol.mount import DaemonClient, daemon_alive, find_mount, read_pidfile, simvol_mounts
 from simvol.service import Volume, VolumeService
 from simvol.types import FileSystemType, VolumeFlag
 from simvol.vds import VdsVolume
@@ -172,8 +173,27 @@ class VolumeModel(RuleBasedStateMachine):
     def offline(self, data) -> None:
         i = self._index(data)
         hr = VdsVolume(self.vols[i]).OfflineVolume()
-        want = "S_OK" if self.model[i].state == "P" else self._dismount_model(i, True, True)
+        m = self.model[i]
+        if m.state == "T":  # vds.md §9 row 5: T → P, with Dismount(TRUE, TRUE)'s other checks
+            want = ("VDS_E_NOT_SUPPORTED" if m.role or not m.supported
+                    else "VDS_E_VOLUME_HAS_PATH" if m.paths() else "S_OK")
+            if want == "S_OK":
+                m.state = "P"
+        else:
+            want = "S_OK" if m.state == "P" else self._dismount_model(i, True, True)
         self._check(hr, want)
+
+    @rule(data=st.data())
+    def access(self, data) -> None:
+        """Another process lists the volume through ROOT/volumes/{GUID}: a T volume mounts again (§9 row 1)."""
+        i = self._index(data)
+        m = self.model[i]
+        r = subprocess.run([sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1])", self.vols[i].mount_path],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+        assert (r.returncode == 0) == (m.state != "P"), (m, r.stderr)
+        if m.state == "T":
+            m.state = "M"
+            assert self.vols[i].state == "M"  # the next simvol call records it
 
     @rule(data=st.data(), letter=st.sampled_from(LETTERS))
     def add_letter(self, data, letter) -> None:
@@ -244,12 +264,12 @@ class VolumeModel(RuleBasedStateMachine):
         i = self._index(data)
         m = self.model[i]
         hr = VdsVolume(self.vols[i]).Format(FileSystemType.FAT32, "MODEL", 0, force, True, False)
-        if m.state == "P":
+        if m.in_use and not force:  # exclusive access first (vds.md §9 row 4)
+            want = "VDS_E_DEVICE_IN_USE"
+        elif m.state == "P":
             want = "VDS_E_VOLUME_NOT_ONLINE"
         elif m.role:
             want = "VDS_E_OPERATION_DENIED"
-        elif m.in_use and not force:
-            want = "VDS_E_DEVICE_IN_USE"
         else:
             want = "S_OK"
             if m.state == "M" and force:
@@ -309,16 +329,27 @@ class VolumeModel(RuleBasedStateMachine):
             assert [p.display for p in self.svc.registry.paths(vid)] == m.paths(), (vid, m)
             flags = read_metadata(row.image).flags
             assert bool(flags & PD) == (m.state == "P"), (vid, m, hex(flags))
-            assert (find_mount(v.mount_path) is not None) == (m.state == "M"), (vid, m)
-            assert (v.mount_path in mounted) == (m.state == "M")
+            # M: mounted; T: an armed mount point that mounts it on the next access; P: nothing.
+            entry = find_mount(v.mount_path)
+            assert (entry is not None) == (m.state in ("M", "T")), (vid, m)
+            assert (v.mount_path in mounted) == (m.state in ("M", "T"))
+            if m.state == "M":
+                assert not _armed(self.svc, vid), (vid, m)
+            if m.state == "T":
+                assert entry is not None and entry.mounted_armed and _armed(self.svc, vid), (vid, m)
             info = read_pidfile(self.svc.root.run, vid)
-            assert (info is not None and daemon_alive(info)) == (m.state == "M"), (vid, m)
+            assert (info is not None and daemon_alive(info)) == (m.state in ("M", "T")), (vid, m)
             if m.state != "P":
                 assert (row.dismount == "temporary") == (m.state == "T"), (vid, m, row)
-        assert len(mounted) == sum(m.state == "M" for m in self.model)
+        assert len(mounted) == sum(m.state in ("M", "T") for m in self.model)
         # a letter or folder belongs to one volume at most (the registry's UNIQUE keys, seen from the model)
         letters = [m.letter for m in self.model if m.letter]
         assert len(letters) == len(set(letters))
+
+
+def _armed(svc: VolumeService, vid: str) -> bool:
+    info = read_pidfile(svc.root.run, vid)
+    return info is not None and bool(DaemonClient(info.socket).status().get("armed"))
 
 
 VolumeModel.TestCase.settings = settings(

@@ -70,8 +70,9 @@ def test_sigkill_every_daemon_then_reconcile(svc, svc_factory, kit, daemons_of) 
     holder = kit.holder("open", os.path.join(m1.mount_path, "held.txt"))
 
     before = _kill_all(svc, daemons_of)
-    assert set(before) == {str(m1.id), str(m2.id)}
-    for v in (m1, m2):
+    # M volumes' daemons, and the T volume's: it keeps its mount point armed (remount on access)
+    assert set(before) == {str(m1.id), str(m2.id), str(t.id)}
+    for v in (m1, m2, t):
         e = find_mount(v.mount_path)
         assert e is not None and e.is_simvol, "a killed daemon leaves its mount behind"
     assert holder.errno_of("write after the kill") in STALE
@@ -79,7 +80,7 @@ def test_sigkill_every_daemon_then_reconcile(svc, svc_factory, kit, daemons_of) 
     s2 = svc_factory("root")  # a new service on the same root
     s2.reconcile()
     after = _daemon_pids(s2)
-    assert set(after) == {str(m1.id), str(m2.id)}
+    assert set(after) == {str(m1.id), str(m2.id), str(t.id)}
     assert not set(after.values()) & set(before.values()), "fresh daemons"
     _no_stale_mounts(root, daemons_of)
     v1, v2, vt, vp = (s2.volume(str(v.id)) for v in (m1, m2, t, p))

@@ -37,7 +37,6 @@ W3 = E["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"]
 W145 = E["HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)"]
 W267 = E["HRESULT_FROM_WIN32(ERROR_DIRECTORY)"]
 W21 = E["HRESULT_FROM_WIN32(ERROR_NOT_READY)"]
-COMPRESS_FAILED = 0x00042443
 
 
 def hr_of(fn: Callable[[], Any]) -> int:
@@ -164,13 +163,17 @@ def _in_use_names_holder(c: Ctx) -> None:
 
 
 def _no_remount(c: Ctx) -> None:
-    assert not c.kit.mounted(c.v)
+    assert not c.kit.raw(c.v)["mounted"], "the volume was mounted again"
 
 
 def _dangling(letter: str) -> Callable[[Ctx], None]:
+    """A T volume's access path leads to its armed mount point: present, and not yet a mounted volume."""
+
     def check(c: Ctx) -> None:
         link = os.path.join(c.world.root, "drives", letter)
-        assert os.path.islink(link) and not os.path.exists(link), "a T volume's access path dangles"
+        assert os.path.islink(link) and os.readlink(link).endswith("{" + str(c.v.id).upper() + "}")
+        assert os.path.isdir(link)  # stat of the mount point itself: answered without mounting
+        assert not c.kit.raw(c.v)["mounted"], "a stat of the mount point mounted the volume"
 
     return check
 
@@ -214,6 +217,11 @@ def _formatted(c: Ctx) -> None:
     assert c.kit.errno_of("os.stat(os.environ['P'])", P=os.path.join(c.v.mount_path, "marker.txt")) == errno.ENOENT
     hr, fp = c.com.GetFileSystemProperties()
     assert hr == S_OK and fp.label == "NEWLABEL"
+
+
+def _not_formatted(c: Ctx) -> None:
+    """Refused before anything changed: the old files are still there."""
+    assert c.kit.read_file(os.path.join(c.v.mount_path, "marker.txt")) == b"before"
 
 
 def _forced_format(c: Ctx) -> None:
@@ -297,8 +305,10 @@ def _resolve_ok(c: Ctx) -> int:
 
 
 def _host_follows_symlink(c: Ctx) -> int:
+    """Any process listing the volume through its letter mounts it again (vds.md §9 row 1)."""
     err = c.kit.errno_of("os.listdir(os.environ['P'])", P=os.path.join(c.world.root, "drives", "E"))
-    assert err == errno.ENOENT
+    assert err == 0
+    assert c.v.state == "M"  # the next simvol call records it
     return S_OK
 
 
@@ -384,8 +394,10 @@ CELLS: dict[str, Cell] = {
     "M/Format bForce in use": Cell("M", lambda c: c.com.Format(FileSystemType.FAT32, "NewLabel", 0, True, True, False),
                                    S_OK, "M", ["E:\\"], letter="E", holder="open", pre=_write_marker,
                                    check=_forced_format),
+    # vds.md §9 row 3: Windows 7 and later refuse compression on FAT32 before anything changes.
     "M/Format compression": Cell("M", lambda c: c.com.Format(FileSystemType.FAT32, "NEWLABEL", 0, False, False, True),
-                                 COMPRESS_FAILED, "M", [], pre=_write_marker, check=_formatted),
+                                 E["VDS_E_COMPRESSION_NOT_SUPPORTED"], "M", [], pre=_write_marker,
+                                 check=_not_formatted),
     "M/Format in use": Cell("M", lambda c: c.com.Format(FileSystemType.FAT32, "X", 0, False, True, False),
                             E["VDS_E_DEVICE_IN_USE"], "M", [], holder="cwd", check=_in_use_names_holder),
     # ------------------------------------------------------------------------------------------------ From T
@@ -397,8 +409,10 @@ CELLS: dict[str, Cell] = {
         for f in (False, True)
         for p in (False, True)
     },
-    "T/OfflineVolume": Cell("T", lambda c: c.com.OfflineVolume(), E["VDS_E_VOLUME_TEMPORARILY_DISMOUNTED"], "T",
-                            ["E:\\"], letter="E"),
+    # vds.md §9 row 5: OfflineVolume from T goes to P, with Dismount(TRUE, TRUE)'s other checks.
+    "T/OfflineVolume": Cell("T", lambda c: c.com.OfflineVolume(), S_OK, "P", []),
+    "T/OfflineVolume with a path": Cell("T", lambda c: c.com.OfflineVolume(), E["VDS_E_VOLUME_HAS_PATH"], "T",
+                                        ["E:\\"], letter="E"),
     "T/AddAccessPath letter": Cell("T", lambda c: c.com.AddAccessPath("f:\\"), S_OK, "T", ["F:\\"],
                                    check=_dangling("F")),
     "T/AddAccessPath folder": Cell("T", lambda c: c.com.AddAccessPath(D), S_OK, "T", [D + "\\"], pre=_mkdir("d")),
@@ -418,7 +432,7 @@ CELLS: dict[str, Cell] = {
     "T/Format": Cell("T", lambda c: c.com.Format(FileSystemType.FAT32, "NEWLABEL", 0, False, True, False), S_OK, "M",
                      ["E:\\"], letter="E", check=_formatted),
     "T/resolve": Cell("T", _resolve_ok, S_OK, "M", ["E:\\"], letter="E"),
-    "T/host process through an access path": Cell("T", _host_follows_symlink, S_OK, "T", ["E:\\"], letter="E"),
+    "T/host process through an access path": Cell("T", _host_follows_symlink, S_OK, "M", ["E:\\"], letter="E"),
     "T/stale handle": Cell("T", lambda c: S_OK, S_OK, "T", ["E:\\"], letter="E", holder="open",
                            check=_stale_after_remount),
     "T/simvol up": Cell("T", _up, S_OK, "M", ["E:\\"], letter="E"),
@@ -875,7 +889,8 @@ def test_mount_rows(world: World) -> None:
           for unit, code in ((1024, "VDS_E_CLUSTER_SIZE_TOO_BIG"), (65536, "VDS_E_CLUSTER_SIZE_TOO_BIG"),
                              (768, "VDS_E_CLUSTER_SIZE_TOO_BIG"), (256, "VDS_E_CLUSTER_SIZE_TOO_SMALL"),
                              (300, "VDS_E_CLUSTER_SIZE_TOO_SMALL"), (1, "VDS_E_CLUSTER_SIZE_TOO_SMALL"))],
-        ({"holder": "open"}, ("Format", FileSystemType.FAT32, None, 1024, False), "VDS_E_CLUSTER_SIZE_TOO_BIG"),
+        # Exclusive access first (vds.md §9 row 4): in use beats every argument check.
+        ({"holder": "open"}, ("Format", FileSystemType.FAT32, None, 1024, False), "VDS_E_DEVICE_IN_USE"),
         ({"holder": "open"}, ("Format", FileSystemType.FAT32, None, 0, False), "VDS_E_DEVICE_IN_USE"),
         ({"holder": "letter", "letter": "E"}, ("Format", FileSystemType.FAT32, None, 512, False),
          "VDS_E_DEVICE_IN_USE"),
@@ -992,8 +1007,8 @@ def test_format_ex_names(world: World, name, want) -> None:
 
 @pytest.mark.parametrize(
     "options,holder,want",
-    [(0x0, None, "S_OK"), (0x2, None, "S_OK"), (0x8, None, "S_OK"), (0x4, None, "VDS_S_VOLUME_COMPRESS_FAILED"),
-     (0xE, None, "VDS_S_VOLUME_COMPRESS_FAILED"), (0x10, None, "E_INVALIDARG"), (0x80000000, None, "E_INVALIDARG"),
+    [(0x0, None, "S_OK"), (0x2, None, "S_OK"), (0x8, None, "S_OK"), (0x4, None, "VDS_E_COMPRESSION_NOT_SUPPORTED"),
+     (0xE, None, "VDS_E_COMPRESSION_NOT_SUPPORTED"), (0x10, None, "E_INVALIDARG"), (0x80000000, None, "E_INVALIDARG"),
      (0x13, None, "E_INVALIDARG"), (0x2, "open", "VDS_E_DEVICE_IN_USE"), (0x3, "open", "S_OK")],
 )
 def test_format_ex2_options(world: World, options, holder, want) -> None:

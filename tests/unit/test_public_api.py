@@ -26,7 +26,7 @@ PUBLIC = {
     "VdsError", "VolumeInUseError", "TemporarilyDismountedError", "PermanentlyDismountedError", "VolumeHasPathError",
     "NotSupportedError", "ObjectNotFoundError", "ObjectExistsError", "ObjectStatusFailedError",
     "OperationDeniedError", "AccessPathNotFoundError", "DriveLetterNotFreeError", "InvalidDriveLetterError",
-    "InvalidArgumentError", "VolumeNotOnlineError", "InternalError",
+    "InvalidArgumentError", "AccessDeniedError", "VolumeNotOnlineError", "InternalError",
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from simvol import VolumeState
-from simvol.errors import HRESULTS, VdsError
+from simvol.errors import VdsError
 from simvol.image import read_metadata
 from simvol.mount import Presence
 from simvol.mount.inprocess import InProcessMounter
@@ -169,7 +169,9 @@ def test_format_checks_then_formats(svc: VolumeService) -> None:
     assert code(lambda: v.format(unit=1000)) == "VDS_E_CLUSTER_SIZE_TOO_BIG"  # above the largest allowed (512)
     assert code(lambda: v.format(unit=256)) == "VDS_E_CLUSTER_SIZE_TOO_SMALL"
     assert v.label == "OLD"
-    assert v.format(label="NEW", compress=True) == HRESULTS["VDS_S_VOLUME_COMPRESS_FAILED"]
+    assert code(lambda: v.format(label="NEW", compress=True)) == "VDS_E_COMPRESSION_NOT_SUPPORTED"
+    assert v.label == "OLD"  # refused before anything changed
+    assert v.format(label="NEW") == 0
     assert v.state is M and v.label == "NEW"
     v.dismount(permanent=True)
     assert code(lambda: v.format(label="A*B")) == "VDS_E_VOLUME_NOT_ONLINE"  # the state before the arguments
@@ -225,3 +227,52 @@ def test_detach_and_attach_keep_the_image(svc: VolumeService, mounter: InProcess
     assert not mounter.running(vid) and os.path.exists(image)
     w = svc.attach(image)
     assert str(w.id) == vid and w.state is M and w.label == "KEEP"
+
+
+def test_a_first_access_after_a_temporary_dismount_remounts(svc: VolumeService, mounter: InProcessMounter) -> None:
+    v = svc.create_volume(40 * MiB, label="BACK")
+    vid = str(v.id)
+    v.dismount()
+    assert mounter.presence(vid) is Presence.ARMED and not mounter.running(vid)
+    assert v.state is T and fsck_clean(v.image)  # armed: the image is closed, clean and unlocked
+    assert v.get_properties().status is VolumeStatus.ONLINE and v.state is T  # queries do not remount
+    mounter.access(vid)  # a process opens a file through the mount point
+    assert v.state is M and registry_word(svc, vid) == "none"
+    assert v.label == "BACK"
+    v.dismount(permanent=True)
+    assert mounter.presence(vid) is Presence.ABSENT  # P: nothing answers at the mount point
+
+
+def test_offline_from_t_goes_to_p(svc: VolumeService, mounter: InProcessMounter) -> None:
+    v = svc.create_volume(40 * MiB)
+    v.dismount()
+    assert v.offline() == 0
+    assert v.state is P and mounter.presence(str(v.id)) is Presence.ABSENT
+    w = svc.create_volume(40 * MiB, letter="E")
+    w.dismount()
+    assert code(w.offline) == "VDS_E_VOLUME_HAS_PATH" and w.state is T
+
+
+def test_the_volume_lock_without_fuse(svc: VolumeService, mounter: InProcessMounter) -> None:
+    v = svc.create_volume(40 * MiB)
+    vid = str(v.id)
+    mounter.hold(vid, 4242, "editor")
+    with pytest.raises(VdsError) as e, v.lock():
+        pass
+    assert e.value.code == "VDS_E_DEVICE_IN_USE" and e.value.holders[0]["pid"] == 4242
+    mounter.release(vid)
+    with v.lock(dismount=True):
+        assert mounter.locked_by(vid) == os.getpid()
+        assert v.state is T and fsck_clean(v.image)  # dismounted inside the lock: the image is free
+        with pytest.raises(PermissionError):
+            mounter.access(vid, pid=1)  # another process: EACCES, no remount
+        with pytest.raises(VdsError) as e2, v.lock():
+            pass
+        assert e2.value.code == "E_ACCESSDENIED"
+    assert mounter.locked_by(vid) is None and v.state is T  # stays dismounted after the lock
+    mounter.access(vid, pid=1)
+    assert v.state is M
+    v.dismount(permanent=True)
+    with pytest.raises(VdsError) as e3, v.lock():
+        pass
+    assert e3.value.code == "VDS_E_VOLUME_NOT_ONLINE"

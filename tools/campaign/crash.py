@@ -12,7 +12,9 @@ One trial (seed *s*):
    churn directories come and go, in the same directories.
 3. After a random delay the daemon is SIGKILLed. The workload's next call fails (ENOTCONN) and it exits.
 4. The service reconciles — either a new ``VolumeService`` on the root lists its volumes, or
-   ``Volume.mount()`` on the old one (chosen by the seed). The new daemon checks and repairs the dirty image
+   ``Volume.mount()`` on the old one (chosen by the seed); in one trial of three the volume is then dismounted
+   temporarily, another process's first access mounts it again (remount on access) and the daemon is SIGKILLed
+   0–40 ms into that, and ``Volume.mount()`` recovers once more. The new daemon checks and repairs the dirty image
    before it mounts. In one trial of four that daemon is SIGKILLed as well, 0–40 ms after it starts repairing
    (:class:`_RepairKiller`), and ``Volume.mount()`` recovers from whatever it left.
 5. Every recorded file must be intact through the mount: its exact name in its directory listing and its
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 
 from simvol.errors import VdsError
 from simvol.mount import daemon_alive, read_pidfile, wait_gone
-from simvol.service import VolumeService
+from simvol.service import Volume, VolumeService
 
 from .common import LogWatch, delete_volume, describe_failure, fsck, kill_group, run_py
 
@@ -404,13 +406,42 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
     return proc.stdout.readline()
 
 
+def _kill_during_auto_remount(svc: VolumeService, vol: Volume, rnd: random.Random, res: TrialResult) -> None:
+    """A temporary dismount, another process's first access through the armed mount point, and the daemon SIGKILLed
+    0–40 ms into it — while it opens, checks or mounts the image for that access. ``Volume.mount()`` recovers."""
+    vid = str(vol.id)
+    vol.dismount(force=True)  # → T: the image closed and clean, the mount point armed
+    armed = read_pidfile(svc.root.run, vid)
+    if armed is None or not daemon_alive(armed):
+        res.violations.append("no armed daemon after a temporary dismount")
+        return
+    access = subprocess.Popen([sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1])", vol.mount_path],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    time.sleep(rnd.uniform(0.0, 0.04))
+    os.kill(armed.pid, signal.SIGKILL)
+    if not wait_gone(armed.pid, armed.create_time, 10):
+        res.violations.append("the SIGKILLed armed daemon did not go away")
+    try:
+        access.wait(30)
+    except subprocess.TimeoutExpired:
+        res.timeouts += 1
+        res.violations.append("a first access hung after its daemon was killed")
+        access.kill()
+        access.wait(10)
+    res.recovery += "+killed in auto-remount"
+    vol.mount()
+    again = read_pidfile(svc.root.run, vid)
+    if again is None or not daemon_alive(again) or again.pid == armed.pid:
+        res.violations.append(f"no new daemon after the killed auto-remount ({again})")
+
+
 def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_failed: str | None = None,
               log=print) -> TrialResult:
     """One trial on ``root`` (a campaign root shared by all trials). Never raises for a finding."""
     t0 = time.monotonic()
     rnd = random.Random(seed)
     res = TrialResult(index, seed)
-    res.recovery = rnd.choice(["service", "mount"])
+    res.recovery = rnd.choice(["service", "mount", "access"])
     res.delay = round(rnd.uniform(0.02, max_delay), 3)
     # One trial in four crashes again: the recovering daemon is SIGKILLed while it checks and repairs the image
     # (or just after), and the next recovery must still find every synced file.
@@ -470,7 +501,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         # Reconcile: the service finds the stale mount, cleans it up and remounts (check + repair first).
         killer = _RepairKiller(info.log, second) if second is not None else None
         try:
-            if res.recovery == "service":
+            if res.recovery == "service":  # "access" recovers by Volume.mount() too, then crashes again below
                 svc.close()
                 svc = VolumeService(root)
                 svc.volumes()
@@ -498,6 +529,10 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         res.repaired = sorted({p["kind"] for p in DaemonClient(new.socket).status()["repaired"]})
         if "dirty" not in res.repaired and not res.repair_interrupted:
             res.violations.append(f"the remount did not see a dirty image: repaired {res.repaired}")
+        if res.recovery == "access":
+            _kill_during_auto_remount(svc, vol, rnd, res)
+            if res.violations:
+                return res
 
         run = run_py(VERIFY, [vol.mount_path, side], timeout=120)
         if run.timed_out:
