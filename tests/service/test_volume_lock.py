@@ -170,3 +170,13 @@ def test_a_permanently_dismounted_volume_cannot_be_locked(svc: VolumeService, ki
     with pytest.raises(VdsError) as e, v.lock():
         pass
     assert e.value.code == "VDS_E_VOLUME_NOT_ONLINE"
+
+
+def test_the_timeout_ends_the_lock_and_the_command(svc: VolumeService, kit: Kit) -> None:
+    v = svc.create_volume(40 * MiB, letter="E")
+    r = subprocess.run(simvol_cmd(svc, "--json", "lock", "E:", "--timeout", "1", "--", "sleep", "600"),
+                       capture_output=True, text=True, timeout=120)
+    obj = json.loads(r.stdout)
+    assert r.returncode == 128 + signal.SIGTERM and obj["exit_status"] == 128 + signal.SIGTERM
+    assert _locked_by(svc, v) is None
+    kit.write_file(os.path.join(svc.root.drives, "E", "after.txt"))  # everyone may use it again

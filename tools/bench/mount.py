@@ -824,7 +824,7 @@ def _latency_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
     nt_m = median(nt_mount_s) if nt_mount_s else None
     nt_d = median(nt_dismount_s) if nt_dismount_s else None
     peer = "ntfs-3g" if nt_mount_s else ""
-    order = "low-level, service" + (", ntfs-3g" if nt_mount_s else "")
+    order = "low-level, service, first access" + (", ntfs-3g" if nt_mount_s else "")
     return [
         Metric(
             SUITE_NAME, "mnt_mount", f"mount latency, {human_size(size)} (start_daemon → live)", "s",
