@@ -13,6 +13,11 @@ Markers:
 * ``simvol_volume(**options)`` — options for the ``simvol_volume`` fixture.
 * ``simvol_fuse`` — skip the test, with the reason, where FUSE cannot mount here (no ``/dev/fuse``,
   no ``fusermount3``, no libfuse 3). The fixtures apply the same check themselves.
+
+The CI guard: with ``CI`` set (to anything but ``0``/``false``/``no``), with ``SIMVOL_REQUIRE_FUSE=1`` or with
+``--simvol-require-fuse``, a session that selected FUSE tests (marked ``simvol_fuse``, or using
+``simvol_service`` / ``simvol_volume``) and ran none of them fails: a CI job on a runner without a usable
+``/dev/fuse`` would otherwise pass while testing nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import ctypes.util
 import functools
 import os
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -57,11 +63,94 @@ def _parse_size(value: Any) -> int:
     return parse_size(str(value))
 
 
+_FIXTURES = frozenset({"simvol_service", "simvol_volume"})
+_SELECTED = pytest.StashKey[set[str]]()  # node ids of the FUSE tests selected to run
+_RAN = pytest.StashKey[set[str]]()  # node ids of those that ran (not skipped)
+_GUARD_MESSAGE = pytest.StashKey[str]()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _fuse_required(config: pytest.Config) -> str | None:
+    """Why this session must run its FUSE tests (CI, SIMVOL_REQUIRE_FUSE, the option), or None."""
+    if config.getoption("simvol_require_fuse", False):
+        return "--simvol-require-fuse"
+    if os.environ.get("SIMVOL_REQUIRE_FUSE", "") == "1":
+        return "SIMVOL_REQUIRE_FUSE=1"
+    if _env_flag("CI"):
+        return "CI is set"
+    return None
+
+
+def _is_fuse(item: pytest.Item) -> bool:
+    return item.get_closest_marker("simvol_fuse") is not None or bool(
+        _FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("simvol").addoption(
+        "--simvol-require-fuse",
+        action="store_true",
+        default=False,
+        help="fail the session if FUSE tests were selected and none ran (also with CI or SIMVOL_REQUIRE_FUSE=1)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SELECTED] = set()
+    config.stash[_RAN] = set()
     config.addinivalue_line(
         "markers", "simvol_volume(size='64M', label=None, letter=None, roles=()): options for simvol_volume"
     )
     config.addinivalue_line("markers", "simvol_fuse: skip where FUSE mounts are unavailable, with the reason")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # After deselection (-k, -m): only what will actually run counts.
+    session.config.stash[_SELECTED] = {item.nodeid for item in session.items if _is_fuse(item)}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    # A test ran if its call phase was not a skip (an xfail counts as run), or its setup failed.
+    if (report.when == "call" and (not report.skipped or hasattr(report, "wasxfail"))) or (
+        report.when == "setup" and report.failed
+    ):
+        item.config.stash[_RAN].add(item.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    why = _fuse_required(config)
+    if config.option.collectonly or why is None or session.shouldstop or session.shouldfail:
+        return  # stopped early (-x, --maxfail): unreached tests say nothing, and the run failed already
+    selected: set[str] = config.stash.get(_SELECTED, set())
+    ran: set[str] = config.stash.get(_RAN, set())
+    if not selected or selected & ran:
+        return
+    reason = fuse_unavailable_reason()
+    message = (
+        f"simvol: FUSE tests were collected but none ran: {len(selected)} test(s) need FUSE, all skipped ({why}). "
+        + (f"Probe: {reason}." if reason else "The probe found FUSE usable; the tests skipped themselves.")
+    )
+    config.stash[_GUARD_MESSAGE] = message
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if config.pluginmanager.get_plugin("terminalreporter") is None:
+        print(f"ERROR: {message}", file=sys.stderr)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    message = config.stash.get(_GUARD_MESSAGE, None)
+    if message:
+        terminalreporter.write_sep("=", "simvol CI guard", red=True, bold=True)
+        terminalreporter.write_line(f"ERROR: {message}", red=True)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

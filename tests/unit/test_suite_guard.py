@@ -1,7 +1,8 @@
-"""The suite guard in tests/conftest.py: under CI, FUSE tests that were collected must not all be skipped.
+"""The plugin's CI guard (simvol/pytest_plugin.py), in a project that is not simvol's: under CI, with
+SIMVOL_REQUIRE_FUSE=1 or with --simvol-require-fuse, FUSE tests that were selected must not all be skipped.
 
-Each case runs a small inner pytest session (a subprocess) with a copy of tests/conftest.py whose probe is
-overridden, so the outcome does not depend on whether this host has FUSE.
+Each case runs a small inner pytest session (a subprocess, the plugin loaded through its entry point as a user's
+project has it) whose conftest overrides the plugin's FUSE probe, so the outcome does not depend on this host.
 """
 
 from __future__ import annotations
@@ -13,34 +14,31 @@ from pathlib import Path
 
 import pytest
 
-CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-
-INI = """\
-[pytest]
-markers =
-    fuse: needs a working FUSE
-"""
-
 TESTS = {
-    "passes": "import pytest\n\n@pytest.mark.fuse\ndef test_mount():\n    pass\n\ndef test_plain():\n    pass\n",
-    "skips_itself": "import pytest\n\n@pytest.mark.fuse\ndef test_mount():\n    pytest.skip('no luck')\n",
+    "marker": "import pytest\n\n@pytest.mark.simvol_fuse\ndef test_mount():\n    pass\n\ndef test_plain():\n    pass\n",
+    "fixtures": (
+        "def test_volume(simvol_volume):\n    assert simvol_volume.state == 'M'\n\n"
+        "def test_service(simvol_service):\n    pass\n\ndef test_plain():\n    pass\n"
+    ),
+    "skips_itself": "import pytest\n\n@pytest.mark.simvol_fuse\ndef test_mount():\n    pytest.skip('no luck')\n",
     "no_fuse": "def test_plain():\n    pass\n",
 }
 
 
 def run_inner(tmp_path: Path, tests: str, probe: str | None, env: dict[str, str], *args: str):
-    override = f"\n\ndef fuse_unavailable_reason():\n    return {probe!r}\n"
-    (tmp_path / "conftest.py").write_text(CONFTEST.read_text() + override)
-    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "conftest.py").write_text(
+        "import simvol.pytest_plugin as plugin\n\n"
+        f"plugin.fuse_unavailable_reason = lambda: {probe!r}  # this host's FUSE does not decide the case\n"
+    )
     (tmp_path / "test_inner.py").write_text(TESTS[tests])
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("CI", "SIMVOL_REQUIRE_FUSE", "HYPOTHESIS_PROFILE", "PYTEST_ADDOPTS")
+        if k not in ("CI", "SIMVOL_REQUIRE_FUSE", "HYPOTHESIS_PROFILE", "PYTEST_ADDOPTS", "PYTHONPATH")
     }
     full_env.update(env)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:simvol", "-p", "no:cacheprovider", "-rs", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *args],
         cwd=tmp_path,
         env=full_env,
         capture_output=True,
@@ -53,35 +51,43 @@ def run_inner(tmp_path: Path, tests: str, probe: str | None, env: dict[str, str]
 GUARD = "FUSE tests were collected but none ran"
 
 
-def test_fuse_test_runs_in_ci(tmp_path):
-    rc, out = run_inner(tmp_path, "passes", None, {"CI": "true"})
-    assert rc == 0, out
-    assert GUARD not in out
+@pytest.mark.parametrize("tests", ["marker", "fixtures"])
+def test_a_user_project_fails_in_ci_when_its_fuse_tests_all_skip(tmp_path, tests):
+    rc, out = run_inner(tmp_path, tests, "no /dev/fuse here", {"CI": "1"})
+    assert rc == 1, out
+    assert GUARD in out and "CI is set" in out
+    assert "no /dev/fuse here" in out
 
 
 def test_probe_failure_skips_with_reason_outside_ci(tmp_path):
-    rc, out = run_inner(tmp_path, "passes", "no /dev/fuse here", {})
+    rc, out = run_inner(tmp_path, "fixtures", "no /dev/fuse here", {})
     assert rc == 0, out
     assert "FUSE unavailable: no /dev/fuse here" in out
     assert GUARD not in out
 
 
-def test_probe_failure_in_ci_fails_session(tmp_path):
-    rc, out = run_inner(tmp_path, "passes", "no /dev/fuse here", {"CI": "1"})
-    assert rc == 1, out
-    assert GUARD in out
-    assert "no /dev/fuse here" in out
-
-
-def test_require_fuse_fails_when_tests_skip_themselves(tmp_path):
+def test_the_option_and_the_variable_require_fuse(tmp_path):
+    rc, out = run_inner(tmp_path, "marker", "no /dev/fuse here", {}, "--simvol-require-fuse")
+    assert rc == 1 and "--simvol-require-fuse" in out, out
     rc, out = run_inner(tmp_path, "skips_itself", None, {"SIMVOL_REQUIRE_FUSE": "1"})
     assert rc == 1, out
-    assert GUARD in out
+    assert GUARD in out and "the tests skipped themselves" in out
+
+
+def test_ci_false_is_not_ci(tmp_path):
+    rc, out = run_inner(tmp_path, "marker", "no /dev/fuse here", {"CI": "false"})
+    assert rc == 0 and GUARD not in out, out
+
+
+def test_a_fuse_test_that_runs_satisfies_the_guard(tmp_path):
+    rc, out = run_inner(tmp_path, "marker", None, {"CI": "true"})
+    assert rc == 0, out
+    assert GUARD not in out
 
 
 @pytest.mark.parametrize(
     ("tests", "args"),
-    [("no_fuse", ()), ("passes", ("-m", "not fuse")), ("passes", ("--collect-only",))],
+    [("no_fuse", ()), ("marker", ("-m", "not simvol_fuse")), ("marker", ("--collect-only",))],
     ids=["none-collected", "deselected", "collect-only"],
 )
 def test_guard_inactive_without_selected_fuse_tests(tmp_path, tests, args):
