@@ -362,6 +362,19 @@ def lock(state: State, vol: str, dismount: bool, timeout: float, command: tuple[
     return Result(S_OK, {"exit_status": status, "volume": v2}, exit_status=status)
 
 
+@cli.command()
+@click.option("--force", is_flag=True, help="Dismount volumes even in use (their open handles go stale).")
+@verb()
+def destroy(state: State, force: bool) -> Result:
+    """Dismount everything, end every daemon and delete the root (never descending into a mount).
+
+    Images kept outside the root stay. Refused with VDS_E_DEVICE_IN_USE while a volume is in use, unless --force.
+    """
+    root = state.service.root.path
+    state.service.destroy(force=force)
+    return Result(S_OK, {"root": root, "destroyed": True}, lambda: output.say(f"destroyed {root}"))
+
+
 @cli.command(name="add-path")
 @click.argument("vol")
 @click.argument("path")

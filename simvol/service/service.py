@@ -10,9 +10,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import stat
+import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from ..errors import (
     HRESULTS,
@@ -27,7 +30,7 @@ from ..errors import (
     vds_error,
 )
 from ..image import create_image, read_metadata
-from ..mount import DaemonMounter, Mounter
+from ..mount import DaemonMounter, Mounter, read_mounts
 from ..types import ROLE_FLAGS, VolumeFlag, VolumeState
 from .formats import check_fits, format_driver, format_error_to_vds
 from .host import Host
@@ -263,6 +266,38 @@ class VolumeService:
             self.reconcile()
             raise
         return [Volume(self._host, r.id) for r in self.registry.volumes()]
+
+    def destroy(self, *, force: bool = False) -> None:
+        """Tear the whole host down: dismount every volume (``force``: even in use, handles go stale), end every
+        daemon, then delete the root — its registry, its images and its drives — without ever descending into a
+        mount. Images kept outside the root stay where they are. The service is closed afterwards.
+
+        Raises VolumeInUseError (and changes nothing) while a volume is in use, unless ``force``; raises
+        InternalError, before deleting anything, if a mount is still found under the root.
+        """
+        self.down(force=force)
+        for row in self.registry.volumes():
+            with self._host.lock(row.id):
+                self.mounter.clear(row.id)  # armed mount points of temporarily dismounted volumes too
+        self.mounter.sweep(())
+        root = self.root.path
+        left = [e.mountpoint for e in read_mounts() if e.mountpoint == root or e.mountpoint.startswith(root + os.sep)]
+        if left:
+            raise InternalError(message=f"not deleting {root}: something is still mounted in it: {', '.join(left)}")
+        self.close()
+        shutil.rmtree(root)  # no mount left inside, and rmtree never follows a symlink (access paths, planted links)
+
+    @classmethod
+    @contextmanager
+    def temporary(cls, *, allow_other: bool = False, prefix: str = "simvol-") -> Iterator[VolumeService]:
+        """A service on a new private root in the system's temporary directory, destroyed at the end of the block
+        (every volume dismounted by force, then the root removed), whatever happened in it."""
+        root = tempfile.mkdtemp(prefix=prefix)
+        svc = cls(root, allow_other=allow_other)
+        try:
+            yield svc
+        finally:
+            svc.destroy(force=True)
 
     def resolve(self, path: str) -> str:
         """The host path of a Windows path (``E:\\dir\\f.txt``, ``\\\\?\\Volume{…}\\f``, ``C:\\mnt\\d\\f``).
