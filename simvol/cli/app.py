@@ -452,8 +452,33 @@ def down(state: State, force: bool) -> Result:
 # ====================================================================== entry point
 
 
+def globals_first(args: list[str]) -> list[str]:
+    """The global options (``--root``, ``--json``, ``-v``) wherever they are written — ``simvol list --json``, as
+    lsblk and findmnt take ``--json`` anywhere — moved in front of the verb. Nothing after ``--`` (the command of
+    ``simvol lock``) is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        if a in ("--json", "--verbose") or (len(a) > 1 and a[0] == "-" and a[1:] == "v" * (len(a) - 1)):
+            front.append(a)
+        elif a == "--root" and i + 1 < len(args):
+            front += [a, args[i + 1]]
+            i += 1
+        elif a.startswith("--root="):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = globals_first(list(sys.argv[1:] if argv is None else argv))
     as_json = "--json" in args
     try:
         rv = cli.main(args=args, prog_name="simvol", standalone_mode=False)

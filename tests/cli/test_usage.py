@@ -155,3 +155,26 @@ def test_help_and_version(fresh_cli: Cli) -> None:
     r = run_simvol(["--version"])
     assert r.returncode == 0 and "simvol" in r.stdout
     assert SIMVOL.endswith("simvol")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["list", "--json"], ["list", "--json", "--root", "{root}"], ["list", "--root={root}", "-v", "--json"]],
+    ids=["json-after", "root-after", "all-after"],
+)
+def test_global_options_anywhere(tmp_path, args) -> None:
+    """Global options after the verb (as lsblk and findmnt take --json anywhere)."""
+    root = tmp_path / "root"
+    r = run_simvol([a.format(root=root) for a in args], env=simvol_env(SIMVOL_ROOT=str(root)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert parse_one_object(r.stdout)["volumes"] == []
+    assert (root / "simvol.db").exists()
+
+
+def test_options_after_the_lock_command_are_the_commands() -> None:
+    from simvol.cli.app import globals_first
+
+    assert globals_first(["lock", "E:", "--json", "--", "sh", "-c", "x --json", "--json", "-v"]) == [
+        "--json", "lock", "E:", "--", "sh", "-c", "x --json", "--json", "-v",
+    ]
+    assert globals_first(["show", "E:", "--root", "/r", "-vv"]) == ["--root", "/r", "-vv", "show", "E:"]
