@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,8 +38,15 @@ class State:
 
     @property
     def service(self) -> VolumeService:
+        """The root's service; a root whose directory does not exist is an error (see :meth:`creating`)."""
         if self._service is None:
-            self._service = VolumeService(self.root)
+            self._service = VolumeService(self.root, create=False)
+        return self._service
+
+    def creating(self) -> VolumeService:
+        """The service, making the root if needed: for the verbs that give a host its first volume."""
+        if self._service is None:
+            self._service = VolumeService(self.root, create=True)
         return self._service
 
 
@@ -172,7 +180,7 @@ def cli(ctx: click.Context, root: str | None, as_json: bool, verbose: int) -> No
 def create(state: State, size: int, filesystem: str, label: str | None, letter: str | None, image: str | None,
            roles: tuple[str, ...], cluster_size: int) -> Result:
     """Create a FAT32 volume; it arrives mounted, like a new Windows volume."""
-    vol = state.service.create_volume(size, filesystem, label=label, image=image, letter=letter, roles=roles,
+    vol = state.creating().create_volume(size, filesystem, label=label, image=image, letter=letter, roles=roles,
                                       cluster_size=cluster_size)
     v = vol.to_dict()
     return Result(S_OK, {"volume": v}, _show_volume(v))
@@ -183,7 +191,7 @@ def create(state: State, size: int, filesystem: str, label: str | None, letter: 
 @verb()
 def attach(state: State, image: str) -> Result:
     """Attach an existing image; it arrives mounted unless it is permanently dismounted."""
-    v = state.service.attach(image).to_dict()
+    v = state.creating().attach(image).to_dict()
     return Result(S_OK, {"volume": v}, _show_volume(v))
 
 
@@ -214,8 +222,66 @@ def delete(state: State, vol: str, force: bool) -> Result:
 @verb()
 def list_(state: State) -> Result:
     """List the attached volumes."""
-    vols = [v.to_dict() for v in state.service.volumes()]
-    return Result(S_OK, {"volumes": vols}, lambda: output.print_table(output.volumes_table(vols)))
+    svc = state.service
+    vols = [v.to_dict() for v in svc.volumes()]
+
+    def human() -> None:
+        output.say(f"root {svc.root.path}")
+        output.print_table(output.volumes_table(vols))
+
+    return Result(S_OK, {"root": svc.root.path, "volumes": vols}, human)
+
+
+@cli.command()
+@verb()
+def info(state: State) -> Result:
+    """What simvol would use here: the root, the version, the registry, FUSE (and why not), rootless or not.
+
+    Never creates the root and never mounts anything.
+    """
+    from ..mount.probe import fuse_unavailable_reason
+    from ..service import default_root
+
+    root = os.path.abspath(state.root or default_root())
+    registry = os.path.join(root, "simvol.db")
+    reason = fuse_unavailable_reason()
+    data = {
+        "root": root,
+        "root_exists": os.path.isdir(root),
+        "version": __version__,
+        "registry": registry if os.path.exists(registry) else None,
+        "fuse": {"available": reason is None, "reason": reason, "libfuse": _libfuse_version()},
+        "rootless": os.geteuid() != 0,
+    }
+
+    def human() -> None:
+        fuse = "available" if reason is None else f"unavailable: {reason}"
+        for key, value in (
+            ("root", root + ("" if data["root_exists"] else " (does not exist yet: create or attach makes it)")),
+            ("version", __version__),
+            ("registry", data["registry"] or "-"),
+            ("fuse", f"{fuse} (libfuse {data['fuse']['libfuse'] or '?'})"),  # type: ignore[index]
+            ("rootless", "yes" if data["rootless"] else "no (running as root)"),
+        ):
+            output.say(f"{key:<9} {value}")
+
+    return Result(S_OK, data, human)
+
+
+def _libfuse_version() -> str | None:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("fuse3")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        lib.fuse_pkgversion.restype = ctypes.c_char_p
+        version = lib.fuse_pkgversion()
+    except (OSError, AttributeError):
+        return name
+    return version.decode() if isinstance(version, bytes) else name
 
 
 @cli.command()

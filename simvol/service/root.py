@@ -47,12 +47,19 @@ def _private_dir(path: str, mode: int = 0o700) -> None:
 class Root:
     """``ROOT/simvol.db``, ``images/``, ``volumes/{GUID}/``, ``drives/C/``, ``drives/X``, ``run/``."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+        """``create=False``: a directory that does not exist is an error (a mistyped ``--root`` must not become a
+        new, empty host); an existing directory, empty or not, is set up as a root."""
         raw = os.fspath(path) if path is not None else default_root()
         if not isinstance(raw, str) or not raw or "\0" in raw:
             # An empty path would make the current directory the root (and chmod it 0700).
             raise VdsError(HRESULTS["E_INVALIDARG"], f"{raw!r} is not a usable root directory path")
         self.path = os.path.abspath(raw)
+        if not create and not os.path.isdir(self.path):
+            raise VdsError(
+                HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"],
+                f"no simvol root at {self.path}: only create and attach make one (check --root or SIMVOL_ROOT)",
+            )
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)

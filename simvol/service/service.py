@@ -46,6 +46,7 @@ class VolumeService:
     """The volumes of one root. Safe to use from several processes at once (registry + file locks).
 
     ``mounter`` serves the volumes; by default a :class:`DaemonMounter` (FUSE daemons under ``ROOT/volumes``).
+    ``create=False``: raise (ERROR_PATH_NOT_FOUND) instead of making a root whose directory does not exist.
     Unit tests pass a :class:`simvol.mount.inprocess.InProcessMounter` to run the state machine without FUSE.
     """
 
@@ -55,8 +56,9 @@ class VolumeService:
         *,
         allow_other: bool = False,
         mounter: Mounter | None = None,
+        create: bool = True,
     ) -> None:
-        the_root = Root(root)
+        the_root = Root(root, create=create)
         self.allow_other = allow_other
         try:
             registry = Registry(the_root.database)

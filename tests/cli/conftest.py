@@ -269,8 +269,9 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 
 @pytest.fixture
 def fresh_cli(tmp_path: Path) -> Iterator[Cli]:
-    """``simvol`` on a root private to one test."""
+    """``simvol`` on a root private to one test (an empty directory: a host with no volumes yet)."""
     root = tmp_path / "root"
+    root.mkdir()
     c = Cli(root)
     yield c
     if simvol_mounts(str(root)) or list(root.glob("run/*.pid")):

@@ -6,6 +6,7 @@ None of these mount anything: they run on an empty root, so they need no FUSE.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -115,22 +116,42 @@ def test_create_too_small_and_unsupported_fs(fresh_cli: Cli) -> None:
 
 def test_list_empty_root(fresh_cli: Cli) -> None:
     out = fresh_cli.run("list")
-    assert out == {"hresult": 0, "code": "S_OK", "volumes": []}
+    assert out == {"hresult": 0, "code": "S_OK", "root": str(fresh_cli.root), "volumes": []}
     r = fresh_cli.raw("list")
     assert r.returncode == 0 and r.stderr == ""
-    assert r.stdout.split() == ["ID", "STATUS", "STATE", "SIZE", "LABEL", "PATHS", "MOUNT"]
+    assert r.stdout.split() == ["root", str(fresh_cli.root), "ID", "STATUS", "STATE", "SIZE", "LABEL", "PATHS", "MOUNT"]
 
 
 def test_root_falls_back_to_SIMVOL_ROOT(tmp_path) -> None:
     root = tmp_path / "from-env"
+    root.mkdir()
     r = run_simvol(["--json", "list"], env=simvol_env(SIMVOL_ROOT=str(root)))
     assert r.returncode == 0, r.stderr
     assert parse_one_object(r.stdout)["volumes"] == []
     assert (root / "simvol.db").exists(), "SIMVOL_ROOT was not used as the root"
     # --root wins over SIMVOL_ROOT
     other = tmp_path / "from-option"
+    other.mkdir()
     r = run_simvol(["--root", str(other), "--json", "list"], env=simvol_env(SIMVOL_ROOT=str(root)))
     assert r.returncode == 0 and (other / "simvol.db").exists()
+
+
+@pytest.mark.parametrize("verb", [["list"], ["show", "E:"], ["up"], ["down"], ["destroy"], ["resolve", "E:\\"]])
+def test_a_mistyped_root_is_not_a_new_host(tmp_path, verb) -> None:
+    """Only create and attach make a root; any other verb on a directory that does not exist says so."""
+    typo = tmp_path / "mistyped"
+    r = run_simvol(["--root", str(typo), "--json", *verb])
+    obj = parse_one_object(r.stdout)
+    assert r.returncode == 1 and obj["code"] == "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", obj
+    assert "no simvol root at" in obj["message"] and not typo.exists()
+
+
+def test_create_makes_the_root(tmp_path) -> None:
+    root = tmp_path / "new-host"
+    r = run_simvol(["--root", str(root), "--json", "create", "--size", "40M"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (root / "simvol.db").exists()
+    assert run_simvol(["--root", str(root), "destroy", "--force"]).returncode == 0
 
 
 def test_verbose(fresh_cli: Cli) -> None:
@@ -165,6 +186,7 @@ def test_help_and_version(fresh_cli: Cli) -> None:
 def test_global_options_anywhere(tmp_path, args) -> None:
     """Global options after the verb (as lsblk and findmnt take --json anywhere)."""
     root = tmp_path / "root"
+    root.mkdir()
     r = run_simvol([a.format(root=root) for a in args], env=simvol_env(SIMVOL_ROOT=str(root)))
     assert r.returncode == 0, r.stdout + r.stderr
     assert parse_one_object(r.stdout)["volumes"] == []
@@ -178,3 +200,26 @@ def test_options_after_the_lock_command_are_the_commands() -> None:
         "--json", "lock", "E:", "--", "sh", "-c", "x --json", "--json", "-v",
     ]
     assert globals_first(["show", "E:", "--root", "/r", "-vv"]) == ["--root", "/r", "-vv", "show", "E:"]
+
+
+def test_info_reports_without_creating_or_mounting(tmp_path) -> None:
+    import simvol
+    from simvol.mount.probe import fuse_unavailable_reason
+
+    root = tmp_path / "not-yet"
+    r = run_simvol(["info", "--json", "--root", str(root)])
+    assert r.returncode == 0, r.stderr
+    obj = parse_one_object(r.stdout)
+    assert obj["root"] == str(root) and obj["root_exists"] is False and obj["registry"] is None
+    assert obj["version"] == simvol.__version__ and obj["rootless"] == (os.geteuid() != 0)
+    assert obj["fuse"]["available"] == (fuse_unavailable_reason() is None)
+    assert obj["fuse"]["reason"] == fuse_unavailable_reason()
+    assert not root.exists()
+    human = run_simvol(["info", "--root", str(root)])
+    assert human.returncode == 0 and str(root) in human.stdout
+
+
+def test_list_names_its_root(fresh_cli) -> None:
+    r = fresh_cli.raw("list")
+    assert r.returncode == 0 and f"root {fresh_cli.root}" in r.stdout
+    assert fresh_cli.run("list")["root"] == str(fresh_cli.root)
