@@ -86,8 +86,10 @@ def _kill_all_daemons(root: Path) -> list[int]:
 
 def _reset(root: Path) -> None:
     if root.exists():
-        subprocess.run([sys.executable, "-m", "simvol", "--root", str(root), "down", "--force"],
+        # simvol destroy dismounts everything before it deletes the root (rm -rf would descend into the volumes).
+        subprocess.run([sys.executable, "-m", "simvol", "--root", str(root), "destroy", "--force"],
                        capture_output=True, timeout=120)
+    if root.exists():  # not a root destroy could take down: what is left, never descending into a mount
         from simvol.mount import cleanup_stale, simvol_mounts
 
         for entry in simvol_mounts(str(root)):

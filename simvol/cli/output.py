@@ -85,7 +85,7 @@ def volume_details(v: dict[str, Any]) -> Table:
         ("file system", v["filesystem"]),
         ("label", v.get("label") or ""),
         ("flags", f"0x{v['flags']:08X} " + " ".join(n.replace("VDS_VF_", "") for n in v["flag_names"])),
-        ("access paths", " ".join(v["access_paths"]) or "-"),
+        ("access paths", "\n".join(v["access_paths"]) or "-"),  # one per line: a folder path may hold spaces
         ("mounted at", v["mount_path"] or "-"),
     ]
     for k, val in rows:

@@ -148,3 +148,11 @@ def parse_windows_path(path: str) -> WindowsPath | None:
 def guid_path(volume_id: uuid.UUID) -> str:
     """``\\\\?\\Volume{guid}\\`` with lower-case hex (vds.md §5.9)."""
     return f"\\\\?\\Volume{{{str(volume_id).lower()}}}\\"
+
+
+def shown(text: object) -> str:
+    """A path for a message, quoted as the user typed it, with single backslashes where ``repr`` would double each
+    one. Control characters and undecodable bytes still show escaped."""
+    if isinstance(text, str) and text.isprintable() and _encodable(text):
+        return "'" + text + "'"
+    return repr(text)

@@ -34,7 +34,7 @@ from ..mount import DaemonMounter, Mounter, read_mounts
 from ..types import ROLE_FLAGS, VolumeFlag, VolumeState
 from .formats import check_fits, format_driver, format_error_to_vds
 from .host import Host
-from .paths import Shape, parse_access_path, parse_windows_path
+from .paths import Shape, parse_access_path, parse_windows_path, shown
 from .registry import Registry
 from .root import Root
 from .volume import Volume
@@ -111,7 +111,7 @@ class VolumeService:
         path."""
         vid = self._find(selector)
         if vid is None:
-            raise ObjectNotFoundError(message=f"no volume matches {selector!r}")
+            raise ObjectNotFoundError(message=f"no volume matches {shown(selector)}")
         return Volume(self._host, vid)
 
     def _find(self, selector: str) -> str | None:
@@ -308,7 +308,9 @@ class VolumeService:
         """
         wp = parse_windows_path(path)
         if wp is None:
-            raise InvalidArgumentError(message=f"{path!r} is not an absolute Windows path")
+            if isinstance(path, str) and ".." in path.replace("/", "\\").split("\\"):
+                raise InvalidArgumentError(message=f"{shown(path)} is refused: '..' would climb out of the volume")
+            raise InvalidArgumentError(message=f"{shown(path)} is not an absolute Windows path")
         if wp.kind == "host":
             return path
         if wp.kind == "guid":

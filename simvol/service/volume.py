@@ -43,7 +43,7 @@ from ..types import (
 )
 from .formats import check_fits, format_driver
 from .host import Host
-from .paths import AccessPath, Shape, guid_path, parse_access_path
+from .paths import AccessPath, Shape, guid_path, parse_access_path, shown
 from .registry import PathRow
 
 log = logging.getLogger(__name__)
@@ -390,9 +390,9 @@ class Volume:
             if meta.flags & VolumeFlag.HIDDEN:
                 raise _fail("VDS_E_VOLUME_HIDDEN")
             if ap.shape is Shape.BAD_LETTER:
-                raise _fail("VDS_E_INVALID_DRIVE_LETTER", f"{path!r} is not a valid drive letter")
+                raise _fail("VDS_E_INVALID_DRIVE_LETTER", f"{shown(path)} is not a valid drive letter")
             if ap.shape is Shape.BAD_SHAPE:
-                raise _fail("E_INVALIDARG", f"{path!r} is not an absolute path")
+                raise _fail("E_INVALIDARG", f"{shown(path)} is not an absolute path")
             reg = self._host.registry
             root = self._host.root
             if ap.shape is Shape.LETTER:

@@ -223,3 +223,21 @@ def test_list_names_its_root(fresh_cli) -> None:
     r = fresh_cli.raw("list")
     assert r.returncode == 0 and f"root {fresh_cli.root}" in r.stdout
     assert fresh_cli.run("list")["root"] == str(fresh_cli.root)
+
+
+def test_messages_show_windows_paths_as_typed(fresh_cli) -> None:
+    out = fresh_cli.fail("E_INVALIDARG", "resolve", "F:\\..\\etc")
+    assert "'F:\\..\\etc'" in out["message"] and "'..'" in out["message"], out["message"]
+    out = fresh_cli.fail("VDS_E_OBJECT_NOT_FOUND", "show", "Q:\\")
+    assert "'Q:\\'" in out["message"] and "\\\\" not in out["message"], out["message"]
+
+
+def test_show_lists_access_paths_one_per_line(fresh_cli) -> None:
+    v = fresh_cli.create("--letter", "E")
+    (fresh_cli.root / "drives" / "C" / "mnt" / "my data").mkdir(parents=True)
+    fresh_cli.run("add-path", v["id"], "C:\\mnt\\my data")
+    r = fresh_cli.raw("show", v["id"])
+    lines = r.stdout.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("access paths"))
+    assert lines[i].split()[-1] == "E:\\" and lines[i + 1].strip() == "C:\\mnt\\my data\\"
+    fresh_cli.run("down", "--force")
