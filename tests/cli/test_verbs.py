@@ -67,7 +67,8 @@ def test_list(cli: Cli, e_vol: dict) -> None:
     r = cli.raw("list")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
-    header = lines[0]
+    assert lines[0] == f"root {cli.root}"  # which host this is, first
+    header = lines[1]
     cols = ["ID", "STATUS", "STATE", "SIZE", "LABEL", "PATHS", "MOUNT"]
     assert header.split() == cols
     starts = [header.index(c) for c in cols]
