@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from .. import __version__
 from ..errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error, code_message
@@ -162,6 +163,29 @@ def cli(ctx: click.Context, root: str | None, as_json: bool, verbose: int) -> No
     ctx.obj = State(root, as_json, verbose)
 
 
+def _complete_volume(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of VOL: the root's drive letters (E:) and volume ids ({GUID}). Reads the registry only; a
+    root that does not exist completes nothing (and is not created)."""
+    from ..service import default_root
+    from ..service.registry import Registry
+
+    root = ctx.find_root().params.get("root") or default_root()
+    database = os.path.join(root, "simvol.db")
+    if not os.path.isfile(database):
+        return []
+    try:
+        registry = Registry(database)
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
+    try:
+        letters = [p.display.rstrip("\\") for p in registry.paths() if p.kind == "letter"]
+        ids = ["{" + r.id.upper() + "}" for r in registry.volumes()]
+    finally:
+        registry.close()
+    prefix = incomplete.upper()
+    return [CompletionItem(c) for c in [*letters, *ids] if c.upper().startswith(prefix)]
+
+
 # ====================================================================== create / attach / detach / delete
 
 
@@ -196,7 +220,7 @@ def attach(state: State, image: str) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.option("--force", is_flag=True, help="Dismount even if in use (handles go stale).")
 @verb(volume_on_failure=True)
 def detach(state: State, vol: str, force: bool) -> Result:
@@ -206,7 +230,7 @@ def detach(state: State, vol: str, force: bool) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.option("--force", is_flag=True, help="Dismount even if in use (handles go stale).")
 @verb(volume_on_failure=True)
 def delete(state: State, vol: str, force: bool) -> Result:
@@ -285,7 +309,7 @@ def _libfuse_version() -> str | None:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @verb()
 def show(state: State, vol: str) -> Result:
     """Show one volume."""
@@ -294,7 +318,7 @@ def show(state: State, vol: str) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @verb()
 def paths(state: State, vol: str) -> Result:
     """QueryAccessPaths: drive letter first, then mount folders."""
@@ -303,7 +327,7 @@ def paths(state: State, vol: str) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @verb()
 def holders(state: State, vol: str) -> Result:
     """Processes holding the volume (open files, cwd, root, memory maps)."""
@@ -322,7 +346,7 @@ def resolve(state: State, winpath: str) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.option("--repair", is_flag=True, help="Fix what is safe (the volume must be dismounted).")
 @verb(volume_on_failure=True)
 def check(state: State, vol: str, repair: bool) -> Result:
@@ -357,7 +381,7 @@ def _after(state: State, vol: Volume, hr: int = S_OK) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @verb(volume_on_failure=True)
 def mount(state: State, vol: str) -> Result:
     """IVdsVolumeMF::Mount."""
@@ -366,7 +390,7 @@ def mount(state: State, vol: str) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.option("--force", is_flag=True, help="bForce: dismount even if in use; open handles go stale.")
 @click.option("--permanent", is_flag=True, help="bPermanent: take the volume offline until Mount or a new path.")
 @verb(volume_on_failure=True)
@@ -377,7 +401,7 @@ def dismount(state: State, vol: str, force: bool, permanent: bool) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @verb(volume_on_failure=True)
 def offline(state: State, vol: str) -> Result:
     """IVdsVolumeMF3::OfflineVolume."""
@@ -386,7 +410,7 @@ def offline(state: State, vol: str) -> Result:
 
 
 @cli.command()
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.option("--dismount", is_flag=True, help="Dismount the volume inside the lock (the image is free for raw reads).")
 @click.option("--timeout", type=float, default=0, show_default=True, help="End lock and COMMAND after S s (0: never).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -442,7 +466,7 @@ def destroy(state: State, force: bool) -> Result:
 
 
 @cli.command(name="add-path")
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.argument("path")
 @verb(volume_on_failure=True)
 def add_path(state: State, vol: str, path: str) -> Result:
@@ -452,7 +476,7 @@ def add_path(state: State, vol: str, path: str) -> Result:
 
 
 @cli.command(name="remove-path")
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.argument("path")
 @click.option("--force", is_flag=True, help="bForce: remove a drive letter even if the volume is in use.")
 @verb(volume_on_failure=True)
@@ -463,7 +487,7 @@ def remove_path(state: State, vol: str, path: str, force: bool) -> Result:
 
 
 @cli.command(name="format")
-@click.argument("vol")
+@click.argument("vol", shell_complete=_complete_volume)
 @click.option("--fs", "filesystem", default="FAT32", show_default=True)
 @click.option("--label", default=None)
 @click.option("--unit", default="0", help="Allocation unit in bytes (512 … 64K); 0 = default.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -240,4 +241,22 @@ def test_show_lists_access_paths_one_per_line(fresh_cli) -> None:
     lines = r.stdout.splitlines()
     i = next(n for n, line in enumerate(lines) if line.startswith("access paths"))
     assert lines[i].split()[-1] == "E:\\" and lines[i + 1].strip() == "C:\\mnt\\my data\\"
+    fresh_cli.run("down", "--force")
+
+
+def test_shell_completion_of_verbs_letters_and_ids(fresh_cli) -> None:
+    v = fresh_cli.create("--letter", "E")
+
+    def complete(words: str) -> list[str]:
+        cword = str(len(words.split(" ")) - 1)
+        env = simvol_env(_SIMVOL_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=cword)
+        r = subprocess.run([str(SIMVOL)], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [line.split(",", 1)[1] for line in r.stdout.splitlines() if line]
+
+    assert "dismount" in complete("simvol dis")
+    assert complete(f"simvol --root {fresh_cli.root} show ") == ["E:", v["id"]]
+    assert complete(f"simvol --root {fresh_cli.root} mount e") == ["E:"]
+    assert complete(f"simvol --root {fresh_cli.root}-typo show ") == []  # a missing root: nothing, and not created
+    assert not (fresh_cli.root.parent / f"{fresh_cli.root.name}-typo").exists()
     fresh_cli.run("down", "--force")
