@@ -183,15 +183,17 @@ class DaemonMounter(Mounter):
         return DaemonClient(info.socket) if info else None
 
     def presence(self, volume_id: str) -> Presence:
+        return self._probe(volume_id)[0]
+
+    def _probe(self, volume_id: str) -> tuple[Presence, DaemonInfo | None]:
+        """What is there, and the live daemon if any: one look at the pid record and the mount table."""
         info = self.daemon(volume_id)
         entry = find_mount(self.mountpoint(volume_id))
         if info is not None and entry is not None and entry.is_simvol:
-            if entry.mounted_armed and self._armed(info):
-                return Presence.ARMED
-            return Presence.LIVE
+            return (Presence.ARMED if entry.mounted_armed and self._armed(info) else Presence.LIVE), info
         if info is None and entry is None:
-            return Presence.ABSENT
-        return Presence.BROKEN
+            return Presence.ABSENT, None
+        return Presence.BROKEN, info
 
     @staticmethod
     def _armed(info: DaemonInfo) -> bool:
@@ -202,15 +204,12 @@ class DaemonMounter(Mounter):
             return False
 
     def running(self, volume_id: str) -> bool:
-        info = self.daemon(volume_id)
-        if info is None:
-            return False
-        entry = find_mount(self.mountpoint(volume_id))
-        return not (entry is not None and entry.mounted_armed and self._armed(info))
+        presence, info = self._probe(volume_id)
+        return info is not None and presence is not Presence.ARMED
 
     def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
-        info = self.daemon(volume_id)
-        if info is not None and self.presence(volume_id) is Presence.ARMED:
+        presence, info = self._probe(volume_id)
+        if presence is Presence.ARMED and info is not None:
             try:
                 DaemonClient(info.socket).activate()
                 return
@@ -235,11 +234,8 @@ class DaemonMounter(Mounter):
 
     def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
         info = self.daemon(volume_id)
-        mp = self.mountpoint(volume_id)
         if info is None:
-            if find_mount(mp) is not None:
-                cleanup_stale(mp)
-            remove_pidfile(self.run_dir, volume_id)
+            self._remove_leftovers(volume_id)
             return
         try:
             answer = DaemonClient(info.socket).dismount(force=force, paths=list(paths), rearm=rearm)
@@ -253,18 +249,14 @@ class DaemonMounter(Mounter):
             raise InternalError(message=f"dismount failed: {answer.get('error')}")
         if answer.get("armed"):
             return  # the daemon stays: its mount point now mounts the volume on the next access
-        if rearm:  # a daemon that died meanwhile (the answer came from nowhere): arm afresh
+        if rearm:  # the daemon died meanwhile: clear what it left; the next reconcile arms the mount point
             self.clear(volume_id)
             return
         if not wait_gone(info.pid, info.create_time, 10):
             log.warning("daemon %d did not exit after the dismount", info.pid)
-        remove_pidfile(self.run_dir, volume_id)
-        if find_mount(mp) is not None:
-            cleanup_stale(mp)
-        _rmdir_quietly(mp)
+        self._remove_leftovers(volume_id)
 
     def clear(self, volume_id: str) -> None:
-        mp = self.mountpoint(volume_id)
         info = self.daemon(volume_id)
         if info is not None:  # a daemon without its mount: stop it before anyone else takes the image
             try:
@@ -277,6 +269,11 @@ class DaemonMounter(Mounter):
                 except OSError:
                     pass
                 wait_gone(info.pid, info.create_time, 5)
+        self._remove_leftovers(volume_id)
+
+    def _remove_leftovers(self, volume_id: str) -> None:
+        """With no daemon left: a stale mount, the pid record and the empty mount point go."""
+        mp = self.mountpoint(volume_id)
         if find_mount(mp) is not None:
             log.warning("cleaning up the stale mount of %s", mp)
             cleanup_stale(mp)

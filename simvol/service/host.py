@@ -140,24 +140,22 @@ class Host:
 
     def start(self, row: VolumeRow, meta: ImageMetadata | None = None) -> None:
         """Mount the volume; VDS_E_OBJECT_STATUS_FAILED (with the daemon's last words) when it cannot be."""
-        meta = meta or self.metadata(row)
-        if meta is None:
-            raise ObjectStatusFailedError(message=f"cannot read the image {row.image}")
-        try:
-            self.mounter.start(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY))
-        except (SimvolError, OSError) as e:
-            tail = getattr(e, "log_tail", "")
-            raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e
+        self._serve(row, meta, armed=False)
 
     def arm(self, row: VolumeRow, meta: ImageMetadata | None = None) -> None:
         """Make the volume's mount point mount it on the first access (a temporarily dismounted volume)."""
+        self._serve(row, meta, armed=True)
+
+    def _serve(self, row: VolumeRow, meta: ImageMetadata | None, *, armed: bool) -> None:
         meta = meta or self.metadata(row)
         if meta is None:
             raise ObjectStatusFailedError(message=f"cannot read the image {row.image}")
+        serve = self.mounter.arm if armed else self.mounter.start
         try:
-            self.mounter.arm(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY))
+            serve(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY))
         except (SimvolError, OSError) as e:
-            raise ObjectStatusFailedError(message=str(e)) from e
+            tail = getattr(e, "log_tail", "")
+            raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e
 
     def mount(self, volume_id: str) -> None:
         """Mount and record the volume as mounted (it was T, or P with its flag just cleared)."""

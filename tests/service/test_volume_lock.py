@@ -49,6 +49,14 @@ def _wait_locked(svc: VolumeService, v: Volume, proc: subprocess.Popen, timeout:
         time.sleep(0.05)
 
 
+def _wait_unlocked(svc: VolumeService, v: Volume, why: str = "the lock outlived its holder") -> None:
+    """The daemon unlocks when it sees the holder's connection end: a moment after the holder does."""
+    deadline = time.monotonic() + 10
+    while _locked_by(svc, v) is not None:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
 def _errno_here(path: str) -> int:
     try:
         with open(path, "rb") as f:
@@ -78,10 +86,7 @@ def test_only_the_holder_may_use_a_locked_volume(svc: VolumeService, kit: Kit, t
     finally:
         proc.send_signal(signal.SIGINT)  # simvol lock ends COMMAND, then the lock
         proc.communicate(timeout=30)
-    deadline = time.monotonic() + 10
-    while _locked_by(svc, v) is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_unlocked(svc, v)
     assert kit.read_file(os.path.join(base, "f.txt")) == b"data"  # unlocked: everyone again
 
 
@@ -139,10 +144,7 @@ def test_a_locked_dismounted_volume_does_not_remount_for_others(svc: VolumeServi
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.kill()  # SIGKILL of the holder frees the lock
         proc.wait(30)
-    deadline = time.monotonic() + 10
-    while _locked_by(svc, v) is not None:
-        assert time.monotonic() < deadline, "a SIGKILLed holder left the lock behind"
-        time.sleep(0.05)
+    _wait_unlocked(svc, v, "a SIGKILLed holder left the lock behind")
     for c in children:  # COMMAND outlives a SIGKILLed simvol lock (unlocked); it holds our pipes
         c.kill()
     proc.communicate(timeout=30)
@@ -158,10 +160,7 @@ def test_a_second_lock_is_refused_and_the_python_lock_ends_with_its_block(svc: V
         r = subprocess.run(simvol_cmd(svc, "--json", "lock", "E:", "--", "true"), capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 1 and json.loads(r.stdout)["code"] == "E_ACCESSDENIED"
-    deadline = time.monotonic() + 10
-    while _locked_by(svc, v) is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_unlocked(svc, v)
 
 
 def test_a_permanently_dismounted_volume_cannot_be_locked(svc: VolumeService, kit: Kit) -> None:
