@@ -167,7 +167,7 @@ def test_offline(cli: Cli, holder) -> None:
     _same(out["volume"], v)
     cli.run("remove-path", v["id"], "O:")
     cli.run("dismount", v["id"])
-    out = cli.run("offline", v["id"])  # from T too (vds.md §9 row 5)
+    out = cli.run("offline", v["id"])  # from T too (docs/behaviour.md, OfflineVolume)
     assert out["volume"]["dismount_state"] == "permanent" and out["volume"]["status"] == "OFFLINE"
     m = cli.run("mount", v["id"])["volume"]
     sh(f"echo x > '{m['mount_path']}/f.txt'")

@@ -162,7 +162,7 @@ def test_format(cli: Cli, e_vol: dict) -> None:
     assert sh(f"ls -A '{base}'") == ""
     sh(f"echo x > '{base}/kept.txt'")
     out = cli.run("format", "E:", "--compress", "--unit", "512", "--full", expect="VDS_E_COMPRESSION_NOT_SUPPORTED")
-    assert out["hresult"] == 0x80042918  # refused before anything changed (vds.md §9 row 3): exit 1
+    assert out["hresult"] == 0x80042918  # refused before anything changed (docs/behaviour.md, Compression): exit 1
     assert sh(f"ls -A '{base}'").strip() == "kept.txt"
     r = cli.raw("format", "E:", "--label", "DATA")
     assert r.returncode == 0

@@ -174,7 +174,7 @@ class VolumeModel(RuleBasedStateMachine):
         i = self._index(data)
         hr = VdsVolume(self.vols[i]).OfflineVolume()
         m = self.model[i]
-        if m.state == "T":  # vds.md §9 row 5: T → P, with Dismount(TRUE, TRUE)'s other checks
+        if m.state == "T":  # docs/behaviour.md, OfflineVolume: T → P, with Dismount(TRUE, TRUE)'s other checks
             want = ("VDS_E_NOT_SUPPORTED" if m.role or not m.supported
                     else "VDS_E_VOLUME_HAS_PATH" if m.paths() else "S_OK")
             if want == "S_OK":
@@ -264,7 +264,7 @@ class VolumeModel(RuleBasedStateMachine):
         i = self._index(data)
         m = self.model[i]
         hr = VdsVolume(self.vols[i]).Format(FileSystemType.FAT32, "MODEL", 0, force, True, False)
-        if m.in_use and not force:  # exclusive access first (vds.md §9 row 4)
+        if m.in_use and not force:  # exclusive access first (MS-VDS's Format order, docs/cli.md)
             want = "VDS_E_DEVICE_IN_USE"
         elif m.state == "P":
             want = "VDS_E_VOLUME_NOT_ONLINE"

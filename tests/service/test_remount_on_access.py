@@ -1,5 +1,6 @@
-"""Remount on access (issue #10, vds.md §9 row 1): after a temporary dismount, the next access by any process
-mounts the volume again and succeeds; queries, scans and stat of the mount point do not; P never remounts.
+"""Remount on access (issue #10; docs/behaviour.md, "Remount on access"): after a temporary dismount, the next access
+by any process mounts the volume again and succeeds; queries, scans and stat of the mount point do not; P never
+remounts.
 
 Every access is made by another process (``kit.py``), through a drive letter, a mount folder or the volume's own
 path; the state is checked everywhere it shows (``kit.expect``: registry, image trailer, mount table, daemon,

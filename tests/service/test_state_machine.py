@@ -305,7 +305,7 @@ def _resolve_ok(c: Ctx) -> int:
 
 
 def _host_follows_symlink(c: Ctx) -> int:
-    """Any process listing the volume through its letter mounts it again (vds.md §9 row 1)."""
+    """Any process listing the volume through its letter mounts it again (docs/behaviour.md, Remount on access)."""
     err = c.kit.errno_of("os.listdir(os.environ['P'])", P=os.path.join(c.world.root, "drives", "E"))
     assert err == 0
     assert c.v.state == "M"  # the next simvol call records it
@@ -394,7 +394,7 @@ CELLS: dict[str, Cell] = {
     "M/Format bForce in use": Cell("M", lambda c: c.com.Format(FileSystemType.FAT32, "NewLabel", 0, True, True, False),
                                    S_OK, "M", ["E:\\"], letter="E", holder="open", pre=_write_marker,
                                    check=_forced_format),
-    # vds.md §9 row 3: Windows 7 and later refuse compression on FAT32 before anything changes.
+    # docs/behaviour.md, Compression: Windows 7 and later refuse compression on FAT32 before anything changes.
     "M/Format compression": Cell("M", lambda c: c.com.Format(FileSystemType.FAT32, "NEWLABEL", 0, False, False, True),
                                  E["VDS_E_COMPRESSION_NOT_SUPPORTED"], "M", [], pre=_write_marker,
                                  check=_not_formatted),
@@ -409,7 +409,7 @@ CELLS: dict[str, Cell] = {
         for f in (False, True)
         for p in (False, True)
     },
-    # vds.md §9 row 5: OfflineVolume from T goes to P, with Dismount(TRUE, TRUE)'s other checks.
+    # docs/behaviour.md, OfflineVolume: from T it goes to P, with Dismount(TRUE, TRUE)'s other checks.
     "T/OfflineVolume": Cell("T", lambda c: c.com.OfflineVolume(), S_OK, "P", []),
     "T/OfflineVolume with a path": Cell("T", lambda c: c.com.OfflineVolume(), E["VDS_E_VOLUME_HAS_PATH"], "T",
                                         ["E:\\"], letter="E"),
@@ -889,7 +889,7 @@ def test_mount_rows(world: World) -> None:
           for unit, code in ((1024, "VDS_E_CLUSTER_SIZE_TOO_BIG"), (65536, "VDS_E_CLUSTER_SIZE_TOO_BIG"),
                              (768, "VDS_E_CLUSTER_SIZE_TOO_BIG"), (256, "VDS_E_CLUSTER_SIZE_TOO_SMALL"),
                              (300, "VDS_E_CLUSTER_SIZE_TOO_SMALL"), (1, "VDS_E_CLUSTER_SIZE_TOO_SMALL"))],
-        # Exclusive access first (vds.md §9 row 4): in use beats every argument check.
+        # Exclusive access first (MS-VDS's Format order, docs/cli.md): in use beats every argument check.
         ({"holder": "open"}, ("Format", FileSystemType.FAT32, None, 1024, False), "VDS_E_DEVICE_IN_USE"),
         ({"holder": "open"}, ("Format", FileSystemType.FAT32, None, 0, False), "VDS_E_DEVICE_IN_USE"),
         ({"holder": "letter", "letter": "E"}, ("Format", FileSystemType.FAT32, None, 512, False),

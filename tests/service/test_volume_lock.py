@@ -1,6 +1,6 @@
-"""The volume lock (issue #10 item 2, vds.md §9 row 2): refused while the volume is in use; while held only its holder
-(and its children) may use the volume, every other process gets EACCES and a dismounted volume does not remount for
-them; it ends with its holder, SIGKILL included.
+"""The volume lock (issue #10 item 2; docs/behaviour.md, "Volume lock"): refused while the volume is in use; while
+held only its holder (and its children) may use the volume, every other process gets EACCES and a dismounted volume
+does not remount for them; it ends with its holder, SIGKILL included.
 
 The lock is taken by ``simvol lock`` in its own process, so this test process is an *other* process.
 """

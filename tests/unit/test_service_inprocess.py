@@ -92,7 +92,7 @@ def test_temporary_dismount_closes_the_image_clean(svc: VolumeService, mounter: 
     assert not read_metadata(v.image).flags & VolumeFlag.PERMANENTLY_DISMOUNTED
     assert code(v.dismount) == "VDS_E_VOLUME_TEMPORARILY_DISMOUNTED"
     assert v.get_properties().status is VolumeStatus.ONLINE  # still online: it remounts on access
-    v.get_file_system_properties()  # vds.md: T → remount first
+    v.get_file_system_properties()  # in T it remounts first (docs/cli.md's state table)
     assert v.state is M and mounter.running(vid)
     assert registry_word(svc, vid) == "none"
 
@@ -129,7 +129,7 @@ def test_permanent_refused_with_an_access_path(svc: VolumeService) -> None:
     v = svc.create_volume(40 * MiB, letter="E")
     assert code(lambda: v.dismount(permanent=True)) == "VDS_E_VOLUME_HAS_PATH"
     assert v.state is M
-    # In use comes first (vds.md's order): a holder and a path → DEVICE_IN_USE.
+    # In use comes first (Dismount's check order, docs/cli.md): a holder and a path → DEVICE_IN_USE.
     svc.mounter.hold(str(v.id), 7, "x")  # type: ignore[attr-defined]
     assert code(lambda: v.dismount(permanent=True)) == "VDS_E_DEVICE_IN_USE"
 
