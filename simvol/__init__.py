@@ -7,74 +7,85 @@ everything else is private to its layer (``simvol.image``, ``simvol.fat``, ``sim
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
-
-from .errors import (
-    FAILED,
-    HRESULT_FROM_WIN32,
-    HRESULTS,
-    S_OK,
-    SUCCEEDED,
-    AccessDeniedError,
-    AccessPathNotFoundError,
-    DriveLetterNotFreeError,
-    FileSystemError,
-    FormatError,
-    FsOpError,
-    ImageAccessError,
-    ImageError,
-    ImageFormatError,
-    ImageInUseError,
-    ImageSizeError,
-    ImageVersionError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidDriveLetterError,
-    NotSupportedError,
-    ObjectExistsError,
-    ObjectNotFoundError,
-    ObjectStatusFailedError,
-    OperationDeniedError,
-    PermanentlyDismountedError,
-    RegistryError,
-    SimvolError,
-    TemporarilyDismountedError,
-    UnsupportedFileSystemError,
-    VdsError,
-    VolumeHasPathError,
-    VolumeInUseError,
-    VolumeNotOnlineError,
-    as_vds_error,
-    code_name,
-)
-from .types import (
-    FileSystemProp,
-    FileSystemType,
-    VolumeFlag,
-    VolumeProp,
-    VolumeState,
-    VolumeStatus,
-)
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads the name)
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .errors import (
+        FAILED,
+        HRESULT_FROM_WIN32,
+        HRESULTS,
+        S_OK,
+        SUCCEEDED,
+        AccessDeniedError,
+        AccessPathNotFoundError,
+        DriveLetterNotFreeError,
+        FileSystemError,
+        FormatError,
+        FsOpError,
+        ImageAccessError,
+        ImageError,
+        ImageFormatError,
+        ImageInUseError,
+        ImageSizeError,
+        ImageVersionError,
+        InternalError,
+        InvalidArgumentError,
+        InvalidDriveLetterError,
+        NotSupportedError,
+        ObjectExistsError,
+        ObjectNotFoundError,
+        ObjectStatusFailedError,
+        OperationDeniedError,
+        PermanentlyDismountedError,
+        RegistryError,
+        SimvolError,
+        TemporarilyDismountedError,
+        UnsupportedFileSystemError,
+        VdsError,
+        VolumeHasPathError,
+        VolumeInUseError,
+        VolumeNotOnlineError,
+        as_vds_error,
+        code_name,
+    )
     from .service import Volume, VolumeService
+    from .types import (
+        FileSystemProp,
+        FileSystemType,
+        VolumeFlag,
+        VolumeProp,
+        VolumeState,
+        VolumeStatus,
+    )
+
+# Nothing loads until a name is used (PEP 562): ``simvol`` imports in about a millisecond, so the CLI installs its
+# signal handlers before Python spends time on the rest (a Ctrl-C at start-up then ends it quietly, not with a
+# traceback), and a mount daemon, which never needs the service (SQLite, psutil), starts without it.
+_HOME = {
+    **dict.fromkeys(("FileSystemProp", "FileSystemType", "VolumeFlag", "VolumeProp", "VolumeState", "VolumeStatus"),
+                    "types"),
+    **dict.fromkeys(("Volume", "VolumeService"), "service"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The service layer (SQLite, psutil, platformdirs) loads on first use, so a mount daemon — which imports
-    # simvol but never the service — starts without it (mount latency, vds.md's "Mount returns once live").
-    if name in ("Volume", "VolumeService"):
-        from . import service
+    home = _HOME.get(name, "errors" if name in __all__ and name != "__version__" else None)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = __import__(f"{__name__}.{home}", fromlist=[home])  # importlib itself would cost a millisecond
+    obj = getattr(module, name)
+    if isinstance(obj, type):
+        obj.__module__ = __name__  # shown and pickled as simvol.X, as exported, wherever it is defined
+    globals()[name] = obj
+    return obj
 
-        obj = getattr(service, name)
-        obj.__module__ = __name__  # shown and pickled as simvol.Volume / simvol.VolumeService, as exported
-        return obj
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "__version__",
@@ -124,9 +135,3 @@ __all__ = [
     "RegistryError",
 ]
 
-# The public classes present themselves as simvol's (repr, tracebacks, pickles), wherever they are defined.
-for _name in __all__:
-    _obj = globals().get(_name)
-    if isinstance(_obj, type):
-        _obj.__module__ = __name__
-del _name, _obj

@@ -223,6 +223,7 @@ _CODES: dict[str, tuple[int, str, int]] = {
     "HRESULT_FROM_WIN32(ERROR_FILE_TOO_LARGE)": (_W(223), "the file is too large", _errno.EFBIG),
     "HRESULT_FROM_WIN32(ERROR_DIRECTORY)": (_W(267), "the directory name is invalid", _errno.ENOTDIR),
     "HRESULT_FROM_WIN32(ERROR_FILE_INVALID)": (_W(1006), "the volume was changed externally", _errno.EIO),
+    "HRESULT_FROM_WIN32(ERROR_CANCELLED)": (_W(1223), "the operation was canceled by the user", _errno.ECANCELED),
     # VDS codes simvol returns (§1.2)
     "VDS_E_NOT_SUPPORTED": (0x80042400, "the operation is not supported by the object", _errno.EOPNOTSUPP),
     "VDS_E_OBJECT_NOT_FOUND": (0x80042405, "the object was not found", _errno.ENOENT),
@@ -505,3 +506,10 @@ __all__ += [
     "InvalidArgumentError",
     "InternalError",
 ]
+
+
+# The public classes present themselves as simvol's (repr, tracebacks, pickles), whichever module they are reached by.
+for _cls in [c for n, c in list(globals().items()) if isinstance(c, type) and issubclass(c, SimvolError)
+             and not n.startswith("_")]:
+    _cls.__module__ = "simvol"
+del _cls

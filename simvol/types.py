@@ -292,3 +292,9 @@ _STATUS = {
     VolumeState.PERMANENTLY_DISMOUNTED: VolumeStatus.OFFLINE,
     VolumeState.FAILED: VolumeStatus.FAILED,
 }
+
+
+# The exported classes present themselves as simvol's (repr, pickles), whichever module they are reached by.
+for _cls in (FileSystemProp, FileSystemType, VolumeFlag, VolumeProp, VolumeState, VolumeStatus):
+    _cls.__module__ = "simvol"
+del _cls

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from . import _log  # noqa: F401  (the library's NullHandler)
 from .errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error
 from .service import Volume
 from .types import (

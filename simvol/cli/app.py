@@ -7,9 +7,11 @@ carries exactly one JSON object, for successes and failures alike (docs/cli.md).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,14 +22,22 @@ from click.shell_completion import CompletionItem
 
 from .. import __version__
 from ..errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error, code_message
+from ..interrupts import shielded, unshielded
 from ..service import Volume, VolumeService
 from ..types import ROLE_FLAGS
 from . import output
+from .signals import Interrupted, end_by, reported
 from .sizes import parse_size
 
 log = logging.getLogger("simvol.cli")
 
 ROLES = [*ROLE_FLAGS, "no-permanent-dismount"]
+
+# What an interrupt leaves when it cuts a verb's phase that is open to interrupts (the rest is shielded).
+INTERRUPTED_OUTCOME = {
+    "create": "no volume was made",
+    "lock": "COMMAND was ended and the lock released",
+}
 
 
 class State:
@@ -80,43 +90,67 @@ def verb(*, volume_on_failure: bool = False) -> Callable[[Callable[..., Result]]
         @functools.wraps(fn)
         @click.pass_obj
         def wrapper(state: State, *args: Any, **kwargs: Any) -> int:
-            try:
-                res = fn(state, *args, **kwargs)
-            except click.ClickException:
-                raise  # usage errors: exit 2
-            except Exception as e:  # never a traceback for the user; -vv logs it
-                if not isinstance(e, VdsError):
-                    log.debug("unexpected failure", exc_info=True)
-                err = as_vds_error(e)
-                data: dict[str, Any] = {}
-                if err.holders or err.code == "VDS_E_DEVICE_IN_USE":
-                    data["holders"] = err.holders
-                if isinstance(e, VdsError) and volume_on_failure and "vol" in kwargs:
-                    with contextlib.suppress(SimvolError):
-                        v = state.service.volume(kwargs["vol"])
-                        data["volume"] = _volume_dict(v)
-                if state.json:
-                    output.emit_json(err.hresult, data if isinstance(e, VdsError) else None, err.message)
-                else:
-                    output.failure(err.hresult, err.message, err.holders)
-                return 1
-            failed = bool(res.hresult & 0x80000000)
-            if state.json:
-                output.emit_json(res.hresult, res.data, (res.message or code_message(res.hresult)) if failed else None)
-            else:
-                if res.human:
-                    res.human()
-                if failed:
-                    output.failure(res.hresult, res.message or "")
-                else:
-                    output.success(res.hresult)
-            if res.exit_status is not None:
-                return res.exit_status
-            return 1 if failed else 0
+            name = click.get_current_context().info_name or fn.__name__
+            cut: Interrupted | None = None
+            with shielded(deliver_after=False) as held:  # the verb completes, or (interrupted) undoes itself
+                try:
+                    status = _run(state, fn, args, kwargs, volume_on_failure)
+                except Interrupted as e:  # in a phase open to interrupts; the verb has undone its work
+                    reported(e)
+                    cut = e
+                    outcome = INTERRUPTED_OUTCOME.get(name, "nothing was changed")
+                    message = f"{name} interrupted by {e.signame}; {outcome}"
+                    if state.json:
+                        with contextlib.suppress(OSError):
+                            output.emit_json(HRESULTS["HRESULT_FROM_WIN32(ERROR_CANCELLED)"], None, message)
+            if cut is not None:
+                end_by(cut.signum, message)
+            if held:
+                sig = signal.Signals(held[0]).name
+                end_by(held[0], f"{sig} arrived while {name} ran; {name} completed first")
+            return status
 
         return wrapper
 
     return deco
+
+
+def _run(state: State, fn: Callable[..., Result], args: tuple[Any, ...], kwargs: dict[str, Any],
+         volume_on_failure: bool) -> int:
+    """Run a verb and render what it produced (a failure with the unchanged volume if asked); the exit status."""
+    try:
+        res = fn(state, *args, **kwargs)
+    except click.ClickException:
+        raise  # usage errors: exit 2
+    except Exception as e:  # never a traceback for the user; -vv logs it
+        if not isinstance(e, VdsError):
+            log.debug("unexpected failure", exc_info=True)
+        err = as_vds_error(e)
+        data: dict[str, Any] = {}
+        if err.holders or err.code == "VDS_E_DEVICE_IN_USE":
+            data["holders"] = err.holders
+        if isinstance(e, VdsError) and volume_on_failure and "vol" in kwargs:
+            with contextlib.suppress(SimvolError):
+                v = state.service.volume(kwargs["vol"])
+                data["volume"] = _volume_dict(v)
+        if state.json:
+            output.emit_json(err.hresult, data if isinstance(e, VdsError) else None, err.message)
+        else:
+            output.failure(err.hresult, err.message, err.holders)
+        return 1
+    failed = bool(res.hresult & 0x80000000)
+    if state.json:
+        output.emit_json(res.hresult, res.data, (res.message or code_message(res.hresult)) if failed else None)
+    else:
+        if res.human:
+            res.human()
+        if failed:
+            output.failure(res.hresult, res.message or "")
+        else:
+            output.success(res.hresult)
+    if res.exit_status is not None:
+        return res.exit_status
+    return 1 if failed else 0
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -435,7 +469,8 @@ def lock(state: State, vol: str, dismount: bool, timeout: float, command: tuple[
         except OSError as e:
             raise click.UsageError(f"cannot run {command[0]!r}: {e.strerror or e}") from None
         try:
-            status = proc.wait(timeout or None)
+            with unshielded():  # COMMAND may run for hours: an interrupt ends it (below) and the lock
+                status = proc.wait(timeout or None)
         except subprocess.TimeoutExpired:
             proc.terminate()  # the lock ends at the timeout; so does what it protected
             try:
@@ -567,11 +602,27 @@ def globals_first(args: list[str]) -> list[str]:
     return front + rest
 
 
+def _silence_output() -> None:
+    """Point stdout and stderr at /dev/null, so the interpreter's last flush cannot fail loudly (Python's advice
+    for a closed pipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = globals_first(list(sys.argv[1:] if argv is None else argv))
     as_json = "--json" in args
     try:
         rv = cli.main(args=args, prog_name="simvol", standalone_mode=False)
+    except OSError as e:
+        if e.errno not in (errno.EPIPE, errno.EIO):
+            raise
+        # Our output has nowhere to go (a closed pipe, a terminal that hung up); the verb itself ran.
+        _silence_output()
+        return 1
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:

@@ -4,6 +4,7 @@ The engine knows nothing of FUSE or VDS. ``FatFileSystem`` is the file system; `
 new one; ``check`` examines (and optionally repairs) one on the raw image.
 """
 
+from .. import _log  # noqa: F401  (the library's NullHandler)
 from .check import Problem, check, is_dirty
 from .filesystem import MAX_FILE_SIZE, FatFileSystem, Node, Stat, StatFs
 from .format import format_volume

@@ -15,6 +15,7 @@ write).
 
 from __future__ import annotations
 
+from .. import _log  # noqa: F401  (the library's NullHandler)
 from .container import Image, create_image, read_metadata
 from .metadata import PERSISTENT_FLAGS, ImageMetadata
 from .trailer import FORMAT_VERSION, TRAILER_SIZE

@@ -6,6 +6,7 @@ for tools and tests that watch daemons directly. The daemon itself is ``python -
 Importing this package does not load libfuse; ``simvol.mount.ops`` does.
 """
 
+from .. import _log  # noqa: F401  (the library's NullHandler)
 from .control import ControlError
 from .holders import Holder, scan
 from .launcher import (

@@ -20,6 +20,7 @@ from ..errors import (
     VdsError,
 )
 from ..image import ImageMetadata, read_metadata
+from ..interrupts import shielded
 from ..mount import Mounter, Presence
 from ..types import VolumeFlag, VolumeState
 from .registry import Registry, VolumeRow
@@ -40,8 +41,11 @@ class Host:
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """The root-wide lock ``name`` (a volume id, ``paths`` or ``host``), shared by every process."""
-        with self.root.lock(name):
+        """The root-wide lock ``name`` (a volume id, ``paths`` or ``host``), shared by every process.
+
+        What runs under it changes shared state, so interrupts wait for its end (only the wait for the lock itself
+        is open to them)."""
+        with self.root.lock(name), shielded():
             yield
 
     # ----------------------------------------------------------------- facts

@@ -30,6 +30,7 @@ from ..errors import (
     vds_error,
 )
 from ..image import create_image, read_metadata
+from ..interrupts import shielded
 from ..mount import DaemonMounter, Mounter, read_mounts
 from ..types import ROLE_FLAGS, VolumeFlag, VolumeState
 from .formats import check_fits, format_driver, format_error_to_vds
@@ -142,6 +143,7 @@ class VolumeService:
             return prow.volume_id if prow else None
         return None
 
+    @shielded()
     def create_volume(
         self,
         size: int,
@@ -216,6 +218,7 @@ class VolumeService:
                 raise
         return vol
 
+    @shielded()
     def attach(self, image: str | os.PathLike[str]) -> Volume:
         """Register an existing image; it arrives mounted unless the image says permanently dismounted."""
         path = _image_path(image)
@@ -245,6 +248,7 @@ class VolumeService:
 
     # ================================================================= host-wide operations
 
+    @shielded()
     def up(self) -> list[Volume]:
         """Mount every attached volume that is not permanently dismounted, as a Windows host does at boot."""
         self._host.set_down(False)
@@ -252,6 +256,7 @@ class VolumeService:
         self.reconcile()
         return [Volume(self._host, r.id) for r in self.registry.volumes()]
 
+    @shielded()
     def down(self, *, force: bool = False) -> list[Volume]:
         """Dismount every mounted volume, as at host shutdown; states stay (``up`` mounts them again).
 
@@ -269,6 +274,7 @@ class VolumeService:
             raise
         return [Volume(self._host, r.id) for r in self.registry.volumes()]
 
+    @shielded()
     def destroy(self, *, force: bool = False) -> None:
         """Tear the whole host down: dismount every volume (``force``: even in use, handles go stale), end every
         daemon, then delete the root — its registry, its images and its drives — without ever descending into a

@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..image import Image, ImageMetadata
 from ..image.filesystems import FAT32
+from ..interrupts import shielded
 from ..types import (
     CRITICAL_ROLES,
     FileSystemFormatSupportFlag,
@@ -600,6 +601,7 @@ class Volume:
 
     # ================================================================= life cycle
 
+    @shielded()
     def detach(self, force: bool = False) -> None:
         """Dismount (forced with ``force``), remove every access path and forget the volume; the image stays."""
         with self._lock(), self._host.lock("paths"):
@@ -610,6 +612,7 @@ class Volume:
                 self._remove_path(p.key)
             self._host.registry.remove_volume(self._vid)
 
+    @shielded()
     def delete(self, force: bool = False) -> None:
         """``detach`` and remove the image file."""
         image = self.image

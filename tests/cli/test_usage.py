@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
 from simvol.errors import code_message
 
-from .conftest import SIMVOL, Cli, parse_one_object, run_simvol, simvol_env
+from .conftest import SIMVOL, TIMEOUT, Cli, parse_one_object, run_simvol, simvol_env
 
 VOL_VERBS = [
     ["show"], ["mount"], ["dismount"], ["offline"], ["paths"],
@@ -260,3 +262,29 @@ def test_shell_completion_of_verbs_letters_and_ids(fresh_cli) -> None:
     assert complete(f"simvol --root {fresh_cli.root}-typo show ") == []  # a missing root: nothing, and not created
     assert not (fresh_cli.root.parent / f"{fresh_cli.root.name}-typo").exists()
     fresh_cli.run("down", "--force")
+
+
+def test_output_with_nowhere_to_go_ends_quietly(tmp_path):
+    """`simvol info | true`: the reader is gone before simvol writes (EPIPE). No traceback, no noise, exit 1."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([SIMVOL, "--root", str(tmp_path), "--json", "info"], stdout=w, stderr=subprocess.PIPE,
+                           text=True, env=simvol_env(), timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(w)
+    assert p.returncode == 1
+    assert p.stderr == ""
+
+
+def test_a_hangup_before_the_verb_ends_quietly_and_changes_nothing(tmp_path):
+    """A closed terminal (SIGHUP) during start-up: killed by SIGHUP after one line, the root never created."""
+    root = tmp_path / "root"
+    proc = subprocess.Popen([SIMVOL, "--root", str(root), "create", "--size", "64M"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=simvol_env(), stdin=subprocess.DEVNULL)
+    time.sleep(0.15)  # inside the imports of the CLI (about 0.3 s), after Python's own start-up
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGHUP
+    assert err in ("", "simvol: interrupted by SIGHUP before anything was changed\n"), err
+    assert not root.exists()
