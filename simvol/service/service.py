@@ -241,7 +241,7 @@ class VolumeService:
             if not meta.flags & VolumeFlag.PERMANENTLY_DISMOUNTED:
                 try:
                     self._host.start(row, meta)
-                except VdsError:
+                except BaseException:  # whatever stopped the start, the row must not outlive it
                     self.registry.remove_volume(vid)
                     raise
         return Volume(self._host, vid)
