@@ -372,11 +372,28 @@ def holders(state: State, vol: str) -> Result:
 
 @cli.command()
 @click.argument("winpath")
+@click.option("--must-exist", is_flag=True, help="Fail unless the whole path exists (else: where it would be).")
 @verb()
-def resolve(state: State, winpath: str) -> Result:
-    """The host path of a Windows path (E:\\dir\\f.txt, \\\\?\\Volume{…}\\f); remounts if needed."""
-    p = state.service.resolve(winpath)
-    return Result(S_OK, {"path": p}, lambda: output.say(p))
+def resolve(state: State, winpath: str, must_exist: bool) -> Result:
+    """The host path of a Windows path (E:\\dir\\f.txt, \\\\?\\Volume{…}\\f); remounts if needed.
+
+    Existing components come back in their spelling on disk, missing ones as given: the path to write a new file to.
+    """
+    p = state.service.resolve(winpath, must_exist=must_exist)
+    return Result(S_OK, {"path": p, "exists": os.path.lexists(p)}, lambda: output.say(p))
+
+
+@cli.command()
+@click.argument("winpath")
+@click.option("-p", "--parents", "exist_ok", is_flag=True, help="No error if the folder exists (like mkdir -p).")
+@verb()
+def mkdir(state: State, winpath: str, exist_ok: bool) -> Result:
+    """Make a folder by its Windows path (C:\\mnt\\backup, E:\\out), with the folders on the way, as cmd's mkdir.
+
+    On C: it is made in the root's drive-C directory (a mount folder for add-path); on a volume, inside it.
+    """
+    p = state.service.mkdir(winpath, exist_ok=exist_ok)
+    return Result(S_OK, {"path": winpath, "host_path": p}, lambda: output.say(p))
 
 
 @cli.command()

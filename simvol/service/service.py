@@ -7,6 +7,7 @@ temporary dismounts, as Windows does. The state the service and its volumes shar
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -307,10 +308,13 @@ class VolumeService:
         finally:
             svc.destroy(force=True)
 
-    def resolve(self, path: str) -> str:
+    def resolve(self, path: str, *, must_exist: bool = False) -> str:
         """The host path of a Windows path (``E:\\dir\\f.txt``, ``\\\\?\\Volume{…}\\f``, ``C:\\mnt\\d\\f``).
 
-        Remounts a temporarily dismounted volume, as Windows does on first access.
+        The components that exist come back in their spelling on disk (Windows paths are case-insensitive), the
+        rest as given — so a script can ask where to write a file that does not exist yet. ``must_exist``: the
+        whole path must exist (ERROR_FILE_NOT_FOUND for a missing last component, ERROR_PATH_NOT_FOUND for a
+        missing folder on the way). Remounts a temporarily dismounted volume, as Windows does on first access.
         """
         wp = parse_windows_path(path)
         if wp is None:
@@ -324,9 +328,7 @@ class VolumeService:
             if self.registry.volume(vid) is None:
                 raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"], f"no volume {{{vid}}}")
             base = self._online_base(vid)
-            return self._existing(os.path.join(base, *wp.parts), wp.parts, path)
-        letter = wp.letter or ""
-        if letter == "C":
+        elif wp.letter == "C":
             # Through a mount folder on C:? Make sure its volume is mounted.
             for n in range(len(wp.parts), 0, -1):
                 key = ("C:\\" + "\\".join(wp.parts[:n])).upper()
@@ -334,12 +336,46 @@ class VolumeService:
                 if prow is not None:
                     self._online_base(prow.volume_id)
                     break
-            return self._existing(os.path.join(self.root.system_drive, *wp.parts), wp.parts, path)
-        prow = self.registry.path_by_key(letter + ":")
-        if prow is None:
-            raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"], f"no drive {letter}:")
-        self._online_base(prow.volume_id)
-        return self._existing(os.path.join(prow.host_path, *wp.parts), wp.parts, path)
+            base = self.root.system_drive
+        else:
+            prow = self.registry.path_by_key(f"{wp.letter}:")
+            if prow is None:
+                raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"], f"no drive {wp.letter}:")
+            self._online_base(prow.volume_id)
+            base = prow.host_path
+        host, missing = _spelled(base, wp.parts)
+        if must_exist and missing:
+            code = "ERROR_FILE_NOT_FOUND" if missing == 1 else "ERROR_PATH_NOT_FOUND"
+            what = f"{shown(path)} does not exist" if missing == 1 else f"the path of {shown(path)} does not exist"
+            raise vds_error(HRESULTS[f"HRESULT_FROM_WIN32({code})"], what)
+        return host
+
+    @shielded()
+    def mkdir(self, path: str, *, exist_ok: bool = False) -> str:
+        """Make the folder ``path`` (a Windows path: ``C:\\mnt\\backup``, ``E:\\out\\logs``) and the folders on the
+        way to it, as cmd's ``mkdir`` does; returns its host path. ERROR_ALREADY_EXISTS when it exists, unless
+        ``exist_ok`` (then a folder is fine, a file still is not)."""
+        wp = parse_windows_path(path)
+        if wp is not None and wp.kind == "host":
+            raise InvalidArgumentError(message=f"{shown(path)} is not a Windows path (a drive letter or a volume GUID)")
+        host = self.resolve(path)  # refuses what is not a path at all
+        if os.path.lexists(host):
+            if exist_ok and os.path.isdir(host) and not os.path.islink(host):
+                return host
+            raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS)"], f"{shown(path)} already exists")
+        drive_c = os.path.realpath(self.root.system_drive)
+        try:
+            os.makedirs(host)
+        except OSError as e:
+            code = _ERRNO_CODES.get(e.errno or 0, "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)")
+            raise vds_error(HRESULTS[code], f"cannot make {shown(path)}: {e.strerror}") from e
+        if host.startswith(self.root.system_drive + os.sep) and not _inside(os.path.realpath(host), drive_c):
+            # A planted symlink on C: led the new folder outside the root: take it back, refuse.
+            with contextlib.suppress(OSError):
+                os.rmdir(host)
+            raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"],
+                            f"{shown(path)} leaves drive C: through a symlink")
+        return host
 
     def _online_base(self, vid: str) -> str:
         with self._host.lock(vid):
@@ -349,17 +385,6 @@ class VolumeService:
             if state is VolumeState.TEMPORARILY_DISMOUNTED:
                 self._host.mount(vid)
         return self.mounter.mountpoint(vid)
-
-    @staticmethod
-    def _existing(host: str, parts: tuple[str, ...], original: str) -> str:
-        if not parts:
-            return host
-        if os.path.lexists(host):
-            return host
-        parent = os.path.dirname(host)
-        if os.path.isdir(parent):
-            raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)"], f"{original} does not exist")
-        raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"], f"the path of {original} does not exist")
 
 
 _ERRNO_CODES = {
@@ -398,6 +423,31 @@ def _image_path(image: object) -> str:
     except UnicodeEncodeError:
         raise InvalidArgumentError(message=f"{raw!r} is not valid UTF-8; rename the image") from None
     return os.path.abspath(raw)
+
+
+def _spelled(base: str, parts: tuple[str, ...]) -> tuple[str, int]:
+    """``base`` joined with ``parts``, each existing component in its spelling on disk (the exact spelling first,
+    else the one that matches ignoring case); with the number of trailing components that do not exist."""
+    host = base
+    for i, part in enumerate(parts):
+        names = _listdir(host)
+        fold = part.casefold()
+        match = part if part in names else next((n for n in names if n.casefold() == fold), None)
+        if match is None:
+            return os.path.join(host, *parts[i:]), len(parts) - i
+        host = os.path.join(host, match)
+    return host, 0
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def _unlink_quietly(path: str) -> None:

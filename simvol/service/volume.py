@@ -417,10 +417,15 @@ class Volume:
                     raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is already a mount folder")
                 try:
                     st = os.lstat(host)
-                except FileNotFoundError:
-                    raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
-                except NotADirectoryError:
-                    raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
+                except (FileNotFoundError, NotADirectoryError):
+                    if ap.shape is not Shape.FOLDER:
+                        raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
+                    raise _fail(  # say where C: is on this host, and how to make the folder
+                        "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)",
+                        f"{ap.display.rstrip(chr(92))} does not exist (drive C: is the host directory "
+                        f"{root.system_drive}, so the folder would be {host}); make it first: "
+                        f"simvol mkdir '{ap.display.rstrip(chr(92))}'",
+                    ) from None
                 except OSError as e:  # ENAMETOOLONG, ELOOP: no such folder can exist (row 10)
                     raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path}: {e.strerror}") from None
                 if stat.S_ISLNK(st.st_mode) and (

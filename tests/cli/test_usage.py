@@ -95,8 +95,12 @@ def test_resolve_without_a_volume(fresh_cli: Cli) -> None:
     out = fresh_cli.fail("E_INVALIDARG", "resolve", "dir\\file.txt")
     # C: exists (the simulated system drive); a missing file on it is FILE_NOT_FOUND
     assert fresh_cli.resolve("C:\\") == str(fresh_cli.root / "drives" / "C")
-    fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "C:\\missing.txt")
-    fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "C:\\no\\such\\dir.txt")
+    # --must-exist: a missing file is FILE_NOT_FOUND, a missing folder on the way PATH_NOT_FOUND
+    fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "--must-exist", "C:\\missing.txt")
+    fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "--must-exist", "C:\\no\\such\\dir.txt")
+    # without it: where the file would be, so a script can write it
+    out = fresh_cli.run("resolve", "C:\\no\\such\\dir.txt")
+    assert out["path"] == str(fresh_cli.root / "drives" / "C" / "no" / "such" / "dir.txt") and out["exists"] is False
 
 
 def test_attach_missing_image(fresh_cli: Cli, tmp_path) -> None:
