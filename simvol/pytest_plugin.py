@@ -7,6 +7,8 @@ Fixtures:
 * ``simvol_volume`` — a mounted FAT32 volume on that service. Options come from the ``simvol_volume``
   marker (``@pytest.mark.simvol_volume(size="64M", label="DATA", letter="E", roles=["hidden"])``) or from
   indirect parametrization (``@pytest.mark.parametrize("simvol_volume", [{"letter": "F"}], indirect=True)``).
+  ``files`` fills the new volume: a host directory, or a mapping of paths inside the volume (``/``-separated)
+  to their contents (``str`` is written as UTF-8, ``bytes`` as is): ``files={"logs/app.log": "x", "b.bin": b""}``.
 
 Markers:
 
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +35,21 @@ import pytest
 from .mount.probe import fuse_unavailable_reason
 
 DEFAULT_SIZE = 64 * 2**20
+
+
+def _write_tree(files: Mapping[str, str | bytes], top: Path) -> Path:
+    """The ``files`` mapping as a host tree under ``top``, for create_volume(files=...)."""
+    for rel, content in files.items():
+        parts = [p for p in str(rel).replace("\\", "/").split("/") if p]
+        if not parts or any(p == ".." for p in parts):
+            raise ValueError(f"simvol_volume(files=...): {rel!r} is not a path inside the volume")
+        target = top.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            target.write_text(content, encoding="utf-8")
+        else:
+            target.write_bytes(content)
+    return top
 
 
 def _parse_size(value: Any) -> int:
@@ -181,6 +199,11 @@ def simvol_volume(request: pytest.FixtureRequest, simvol_service: Any) -> Any:
     roles = options.pop("roles", ())
     if isinstance(roles, str):
         roles = [roles]
+    files = options.pop("files", None)
+    if isinstance(files, Mapping):
+        files = _write_tree(files, request.getfixturevalue("tmp_path_factory").mktemp("simvol-files"))
+    if files is not None:
+        options["files"] = files
     return simvol_service.create_volume(
         size,
         options.pop("filesystem", "FAT32"),

@@ -223,6 +223,14 @@ def _complete_volume(ctx: click.Context, param: click.Parameter, incomplete: str
 # ====================================================================== create / attach / detach / delete
 
 
+def _access_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Who may use the volume's mount; kept for every later mount of it."""
+    fn = click.option("--owner", default=None, metavar="UID[:GID]",
+                      help="Whose the files are (root only; a user name works too); lets that user in.")(fn)
+    return click.option("--allow-other", is_flag=True,
+                        help="Every user may enter the mount (root, or user_allow_other in /etc/fuse.conf).")(fn)
+
+
 @cli.command()
 @click.option("--size", required=True, callback=_size, help="Volume size: 64M, 8G, 1T or bytes.")
 @click.option("--fs", "filesystem", default="FAT32", show_default=True, help="File system (FAT32 only).")
@@ -234,22 +242,33 @@ def _complete_volume(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("--role", "roles", multiple=True, type=click.Choice(ROLES), help="Simulated role (repeatable).")
 @click.option("--unit", "cluster_size", default="0", callback=lambda c, p, v: 0 if v in (None, "0") else _size(c, p, v),
               help="Allocation unit (cluster size); 0 = Windows default.")
+@click.option("--from", "files", type=click.Path(file_okay=False), default=None,
+              help="Fill the new volume with this host directory's tree.")
+@_access_options
 @verb()
 def create(state: State, size: int, filesystem: str, label: str | None, letter: str | None, image: str | None,
-           roles: tuple[str, ...], cluster_size: int) -> Result:
+           roles: tuple[str, ...], cluster_size: int, files: str | None, allow_other: bool,
+           owner: str | None) -> Result:
     """Create a FAT32 volume; it arrives mounted, like a new Windows volume."""
     vol = state.creating().create_volume(size, filesystem, label=label, image=image, letter=letter, roles=roles,
-                                      cluster_size=cluster_size)
+                                      cluster_size=cluster_size, files=files, allow_other=allow_other or None,
+                                      owner=owner)
     v = vol.to_dict()
     return Result(S_OK, {"volume": v}, _show_volume(v))
 
 
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=True))
+@click.option("--adopt", is_flag=True, help="Take a plain FAT32 image (mkfs.fat, mtools): add simvol's trailer.")
+@click.option("--new-id", is_flag=True, help="Give the image a fresh volume GUID (a copy beside its original).")
+@click.option("--letter", callback=_letter, default=None, help="Drive letter (default: the one it had here before).")
+@_access_options
 @verb()
-def attach(state: State, image: str) -> Result:
+def attach(state: State, image: str, adopt: bool, new_id: bool, letter: str | None, allow_other: bool,
+           owner: str | None) -> Result:
     """Attach an existing image; it arrives mounted unless it is permanently dismounted."""
-    v = state.creating().attach(image).to_dict()
+    v = state.creating().attach(image, adopt=adopt, new_id=new_id, letter=letter, allow_other=allow_other or None,
+                                owner=owner).to_dict()
     return Result(S_OK, {"volume": v}, _show_volume(v))
 
 

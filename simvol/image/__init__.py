@@ -16,14 +16,16 @@ write).
 from __future__ import annotations
 
 from .. import _log  # noqa: F401  (the library's NullHandler)
-from .container import Image, create_image, read_metadata
+from .container import Image, adopt_image, create_image, has_trailer_magic, read_metadata
 from .metadata import PERSISTENT_FLAGS, ImageMetadata
 from .trailer import FORMAT_VERSION, TRAILER_SIZE
 
 __all__ = [
     "Image",
     "ImageMetadata",
+    "adopt_image",
     "create_image",
+    "has_trailer_magic",
     "read_metadata",
     "TRAILER_SIZE",
     "FORMAT_VERSION",

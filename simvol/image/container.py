@@ -18,6 +18,7 @@ Safety rules it keeps:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -36,7 +37,7 @@ from ..errors import (
 )
 from .locking import lock_holder, try_lock
 from .metadata import PERSISTENT_FLAGS, ImageMetadata, now_iso
-from .trailer import SLOT_SIZE, TRAILER_SIZE, encode_slot, select_slot
+from .trailer import MAGIC, SLOT_SIZE, TRAILER_SIZE, encode_slot, select_slot
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,69 @@ def create_image(
         if fd >= 0:
             os.close(fd)  # releases the creation lock
     log.info("created image %s (%d bytes, volume %s)", path_s, fs_size, meta.volume_id)
+    return meta
+
+
+def has_trailer_magic(path: PathArg) -> bool:
+    """Whether the file ends in something that was a simvol trailer (valid or not): such a file is a damaged
+    simvol image, never a plain file system to adopt."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < TRAILER_SIZE:
+                return False
+            f.seek(size - TRAILER_SIZE)
+            tail = f.read(TRAILER_SIZE)
+    except OSError:
+        return False
+    return any(tail[i * SLOT_SIZE:i * SLOT_SIZE + len(MAGIC)] == MAGIC for i in range(TRAILER_SIZE // SLOT_SIZE))
+
+
+def adopt_image(path: PathArg, *, volume_id: uuid.UUID | None = None, flags: int = 0) -> ImageMetadata:
+    """Make a plain file-system image (``mkfs.fat``'s, mtools') a simvol image: append the metadata trailer.
+
+    The whole file so far becomes the file-system region (bytes after the file system stay as they are); the
+    file grows by ``TRAILER_SIZE``. The caller has checked the file system. Raises :class:`ImageAccessError` for
+    a file simvol may not write (read-only file or file system, not a regular file, a symlink),
+    :class:`ImageInUseError` when another process has it open for writing, :class:`ImageFormatError` for a size
+    that is not a whole number of sectors. On failure the file is as it was.
+    """
+    path_s = os.fspath(path)
+    try:
+        st = os.lstat(path_s)
+    except OSError as exc:
+        raise ImageAccessError(f"cannot adopt: {exc.strerror or exc}", path_s) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageAccessError(f"cannot adopt: not a regular file ({_file_kind(st.st_mode)})", path_s)
+    try:
+        fd = os.open(path_s, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise _open_error(exc, path_s, writable=True) from exc
+    try:
+        if not try_lock(fd, exclusive=True):
+            raise ImageInUseError("image in use by another process", path_s, pid=lock_holder(fd))
+        size = os.fstat(fd).st_size
+        if size % SECTOR or size < SECTOR:
+            raise ImageFormatError(f"cannot adopt: {size} bytes is not a whole number of 512-byte sectors", path_s)
+        _check_size(size, path_s)
+        meta = ImageMetadata(volume_id=volume_id or uuid.uuid4(), fs_size=size, flags=flags, extra={},
+                             created=now_iso())
+        slot = encode_slot(meta.to_payload(), generation=1)
+        try:
+            _pwrite_all(fd, slot, size)
+            os.ftruncate(fd, size + TRAILER_SIZE)
+            os.fsync(fd)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # as it was
+            if isinstance(exc, OSError):
+                if exc.errno in _HOST_FULL:
+                    raise ImageSizeError(_host_full_message(exc, "cannot adopt"), path_s) from exc
+                raise ImageAccessError(f"cannot adopt: {exc.strerror or exc}", path_s) from exc
+            raise
+    finally:
+        os.close(fd)
+    log.info("adopted %s (%d bytes, volume %s)", path_s, size, meta.volume_id)
     return meta
 
 
@@ -511,4 +575,6 @@ def read_metadata(path: PathArg) -> ImageMetadata:
         return img.metadata
 
 
-__all__ = ["Image", "create_image", "read_metadata", "MAX_FS_SIZE", "MIN_IMAGE_SIZE"]
+__all__ = [
+    "Image", "adopt_image", "create_image", "has_trailer_magic", "read_metadata", "MAX_FS_SIZE", "MIN_IMAGE_SIZE",
+]

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import FormatError, SimvolError
-from ..fat import FatFileSystem, check, format_volume, is_dirty
+from ..fat import MAX_FILE_SIZE, FatFileSystem, check, format_volume, is_dirty
 from ..fat.layout import allowed_cluster_sizes, default_cluster_size, normalize_label, plan_format
+from ..fat.names import name_key, validate_name
 from .container import Image
 
 Progress = Callable[[int, int], None]
@@ -29,6 +30,21 @@ class Fat32:
     """FAT32 through simvol's own engine."""
 
     name = "FAT32"
+    max_file_size = MAX_FILE_SIZE
+
+    @staticmethod
+    def name_problem(name: str) -> str | None:
+        """Why Windows would refuse ``name`` on this file system, or None."""
+        try:
+            validate_name(name)
+        except SimvolError as e:
+            return str(e)
+        return None
+
+    @staticmethod
+    def name_key(name: str) -> str:
+        """Names with equal keys are one name on this file system (case-insensitive)."""
+        return name_key(name)
 
     def plan(self, size: int, unit: int = 0, label: str | None = None, *, windows_limits: bool) -> None:
         """Refuse what cannot be formatted, in one order: the label, the size, then the allocation unit.
@@ -66,6 +82,15 @@ class Fat32:
         """Problems found (and fixed with ``repair``) on an image nothing has mounted; raises ImageError."""
         with Image.open(image, writable=repair) as im:
             return [p.as_dict() for p in check(im.fd, im.fs_size, repair=repair, progress=progress)]
+
+    def check_plain(self, image: str) -> list[dict[str, Any]]:
+        """Problems of a plain file-system image (no simvol trailer: the whole file is the region), read-only.
+        Raises UnsupportedFileSystemError when the file holds no FAT32 file system."""
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            return [p.as_dict() for p in check(fd, os.fstat(fd).st_size)]
+        finally:
+            os.close(fd)
 
     def check_live(self, image: str, fs_size: int, *, progress: Progress | None = None) -> list[dict[str, Any]]:
         """Problems on an image a mount holds (flushed first by the caller), without what a live volume carries."""

@@ -21,10 +21,11 @@ from .launcher import (
     start_daemon,
     wait_gone,
 )
-from .mounter import DaemonMounter, FsStatus, Mounter, Presence
+from .mounter import Access, DaemonMounter, FsStatus, Mounter, Presence
 from .mountinfo import MountEntry, find_mount, read_mounts, simvol_mounts
 
 __all__ = [
+    "Access",
     "ControlError",
     "DaemonClient",
     "DaemonInfo",

@@ -101,7 +101,7 @@ class Daemon:
             for p in problems:
                 log.warning("repair: %s %s: %s", p.kind, p.path, p.detail)
         self.fs = FatFileSystem(fd, size, writable=not a.readonly, discard=a.discard)
-        return VolumeOps(self.fs, self.mountpoint, readonly=a.readonly)
+        return VolumeOps(self.fs, self.mountpoint, readonly=a.readonly, owner=_owner(a.owner))
 
     # ------------------------------------------------------------ activation of an armed session
 
@@ -429,7 +429,8 @@ class Daemon:
         if self.ops is not None:
             ops = self.ops
         else:
-            self.armed = ops = ArmedOps(self.activate, uid=os.getuid(), gid=os.getgid())
+            uid, gid = _owner(a.owner) or (os.getuid(), os.getgid())
+            self.armed = ops = ArmedOps(self.activate, uid=uid, gid=gid)
         watcher = threading.Thread(target=self._announce, args=(ready_fd, n), name="simvol-ready", daemon=True)
         watcher.start()
         options: dict[str, Any] = {
@@ -521,6 +522,13 @@ def _report(fd: int | None, message: dict[str, Any]) -> None:
         pass
 
 
+def _owner(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    uid, gid = value.split(":")
+    return int(uid), int(gid)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="simvol-daemon", description=__doc__)
     p.add_argument("--image", required=True)
@@ -530,6 +538,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--readonly", action="store_true")
     p.add_argument("--allow-other", action="store_true")
+    p.add_argument("--owner", help="UID:GID the files belong to (default: the daemon's user)")
     p.add_argument("--discard", action="store_true")
     p.add_argument("--armed", action="store_true", help="start without the volume: the first access mounts it")
     p.add_argument("--lock-file", help="the volume's lock, taken to mount it on a first access")

@@ -19,7 +19,7 @@ from ..errors import AccessDeniedError, SimvolError, VolumeInUseError
 from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
 from .launcher import MountError
-from .mounter import FsStatus, Mounter, Presence, VolumeLock
+from .mounter import Access, FsStatus, Mounter, Presence, VolumeLock
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ class InProcessMounter(Mounter):
     def running(self, volume_id: str) -> bool:
         return volume_id in self._mounted
 
-    def arm(self, volume_id: str, image: str, *, readonly: bool) -> None:
+    def arm(self, volume_id: str, image: str, *, readonly: bool, access: Access | None = None) -> None:
         if volume_id in self._mounted or volume_id in self._broken or volume_id in self._armed:
             raise MountError(f"{self.mountpoint(volume_id)} is already mounted", image)
         self._armed[volume_id] = (image, readonly)
 
-    def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+    def start(self, volume_id: str, image: str, *, readonly: bool, access: Access | None = None) -> None:
         self._armed.pop(volume_id, None)  # an armed mount point activates
         if volume_id in self._mounted or volume_id in self._broken:
             raise MountError(f"{self.mountpoint(volume_id)} is already mounted", image)

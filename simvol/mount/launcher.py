@@ -131,6 +131,7 @@ def start_daemon(
     *,
     readonly: bool = False,
     allow_other: bool = False,
+    owner: tuple[int, int] | None = None,
     discard: bool = False,
     timeout: float = 20.0,
     armed: bool = False,
@@ -161,6 +162,8 @@ def start_daemon(
         args.append("--readonly")
     if allow_other:
         args.append("--allow-other")
+    if owner is not None:
+        args += ["--owner", f"{owner[0]}:{owner[1]}"]
     if discard:
         args.append("--discard")
     if armed:

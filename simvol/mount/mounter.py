@@ -40,6 +40,16 @@ log = logging.getLogger(__name__)
 LATE_RELEASE_WAIT = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may use a mount: ``allow_other`` lets every user in (the kernel then checks mode bits against the
+    owner; needs root or ``user_allow_other`` in /etc/fuse.conf); ``owner`` (uid, gid) is who the files belong to —
+    a harness running as root can serve a volume to an agent running as a service user."""
+
+    allow_other: bool = False
+    owner: tuple[int, int] | None = None
+
+
 class Presence(enum.Enum):
     """What is there for a volume, whatever the service believes."""
 
@@ -74,11 +84,13 @@ class Mounter(abc.ABC):
         """What is there now: checked against the processes and the kernel's mount table, not remembered."""
 
     @abc.abstractmethod
-    def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
-        """Mount ``image`` (activate it, when armed); returns once its files are reachable. Raises MountError."""
+    def start(self, volume_id: str, image: str, *, readonly: bool, access: Access | None = None) -> None:
+        """Mount ``image`` (activate it, when armed); returns once its files are reachable. Raises MountError.
+
+        ``access``: who may enter the mount and whose files they are (default: the mounter's)."""
 
     @abc.abstractmethod
-    def arm(self, volume_id: str, image: str, *, readonly: bool) -> None:
+    def arm(self, volume_id: str, image: str, *, readonly: bool, access: Access | None = None) -> None:
         """Make the mount point answer without the volume: the first access by any process mounts it."""
 
     @abc.abstractmethod
@@ -207,7 +219,7 @@ class DaemonMounter(Mounter):
         presence, info = self._probe(volume_id)
         return info is not None and presence is not Presence.ARMED
 
-    def start(self, volume_id: str, image: str, *, readonly: bool) -> None:
+    def start(self, volume_id: str, image: str, *, readonly: bool, access: Access | None = None) -> None:
         presence, info = self._probe(volume_id)
         if presence is Presence.ARMED and info is not None:
             try:
@@ -215,19 +227,21 @@ class DaemonMounter(Mounter):
                 return
             except ControlError as e:
                 raise MountError(f"cannot mount {image}: {e}", image) from e
-        self._start(volume_id, image, readonly=readonly, armed=False)
+        self._start(volume_id, image, readonly=readonly, armed=False, access=access)
 
-    def arm(self, volume_id: str, image: str, *, readonly: bool) -> None:
-        self._start(volume_id, image, readonly=readonly, armed=True)
+    def arm(self, volume_id: str, image: str, *, readonly: bool, access: Access | None = None) -> None:
+        self._start(volume_id, image, readonly=readonly, armed=True, access=access)
 
-    def _start(self, volume_id: str, image: str, *, readonly: bool, armed: bool) -> None:
+    def _start(self, volume_id: str, image: str, *, readonly: bool, armed: bool, access: Access | None) -> None:
+        access = access or Access(allow_other=self.allow_other)
         start_daemon(
             image,
             self.mountpoint(volume_id),
             self.run_dir,
             volume_id,
             readonly=readonly,
-            allow_other=self.allow_other,
+            allow_other=access.allow_other,
+            owner=access.owner,
             armed=armed,
             lock_file=self.lock_path(volume_id) if self.lock_path is not None else None,
         )

@@ -76,14 +76,15 @@ def configure(conn: Any, config: Any) -> None:
 class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
-    def __init__(self, fs: FatFileSystem, mountpoint: str, *, readonly: bool = False) -> None:
+    def __init__(self, fs: FatFileSystem, mountpoint: str, *, readonly: bool = False,
+                 owner: tuple[int, int] | None = None) -> None:
         self._fs = fs
         self._mountpoint = mountpoint
         self._readonly = readonly
         self._engine_lock = threading.RLock()
         self._table = HandleTable()
-        self._uid = os.getuid()
-        self._gid = os.getgid()
+        # Who the files belong to: the daemon's user, or the user it serves them to (--owner).
+        self._uid, self._gid = owner if owner is not None else (os.getuid(), os.getgid())
         self._fuse_ptr: int | None = None
         self._cluster_size = fs.statfs().cluster_size
         # Each spelling of a name is its own kernel inode with its own cache (spellings.py); outside a FUSE loop

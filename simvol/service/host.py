@@ -21,7 +21,7 @@ from ..errors import (
 )
 from ..image import ImageMetadata, read_metadata
 from ..interrupts import shielded
-from ..mount import Mounter, Presence
+from ..mount import Access, Mounter, Presence
 from ..types import VolumeFlag, VolumeState
 from .registry import Registry, VolumeRow
 from .root import Root
@@ -34,10 +34,15 @@ _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 class Host:
     """One simulated host: a root directory, the registry in it and the mounter that serves its volumes."""
 
-    def __init__(self, root: Root, registry: Registry, mounter: Mounter) -> None:
+    def __init__(self, root: Root, registry: Registry, mounter: Mounter, *, allow_other: bool = False) -> None:
         self.root = root
         self.registry = registry
         self.mounter = mounter
+        self.allow_other = allow_other  # the service's default for volumes that did not ask
+
+    def access(self, row: VolumeRow) -> Access:
+        """Who may use the volume's mount: as it was attached, else the service's default."""
+        return Access(bool(row.allow_other) or self.allow_other, row.owner_ids)
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -156,7 +161,7 @@ class Host:
             raise ObjectStatusFailedError(message=f"cannot read the image {row.image}")
         serve = self.mounter.arm if armed else self.mounter.start
         try:
-            serve(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY))
+            serve(row.id, row.image, readonly=bool(meta.flags & VolumeFlag.READONLY), access=self.access(row))
         except (SimvolError, OSError) as e:
             tail = getattr(e, "log_tail", "")
             raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e

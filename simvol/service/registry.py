@@ -20,7 +20,7 @@ from ..types import VolumeState
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -43,6 +43,17 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX access_paths_volume ON access_paths(volume_id, position)",
         "CREATE TABLE host (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    2: [
+        # Who may use the volume's mount, kept so every remount (up, Mount, an access) serves it the same way.
+        "ALTER TABLE volumes ADD COLUMN allow_other INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE volumes ADD COLUMN owner TEXT",  # "uid:gid", or NULL: the mounting user
+        # The drive letter each volume last had, as Windows' MountedDevices keeps it: a volume that comes back
+        # (attached again, brought up) gets it again unless it is taken. Outlives the volume's row on purpose.
+        """CREATE TABLE remembered_letters (
+               volume_id TEXT PRIMARY KEY,     -- volume GUID, lower case, no braces
+               letter TEXT NOT NULL            -- 'E'
+           )""",
+    ],
 }
 
 
@@ -53,6 +64,15 @@ class VolumeRow:
     number: int
     dismount: str
     attached: float
+    allow_other: int = 0
+    owner: str | None = None
+
+    @property
+    def owner_ids(self) -> tuple[int, int] | None:
+        if not self.owner:
+            return None
+        uid, gid = self.owner.split(":")
+        return int(uid), int(gid)
 
     @property
     def temporarily_dismounted(self) -> bool:
@@ -147,12 +167,14 @@ class Registry:
         r = self._db.execute("SELECT * FROM volumes WHERE image = ?", (image,)).fetchone()
         return VolumeRow(**dict(r)) if r else None
 
-    def add_volume(self, volume_id: str, image: str) -> VolumeRow:
+    def add_volume(self, volume_id: str, image: str, *, allow_other: bool = False,
+                   owner: tuple[int, int] | None = None) -> VolumeRow:
         with self.transaction() as db:
             n = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM volumes").fetchone()[0]
             db.execute(
-                "INSERT INTO volumes (id, image, number, dismount, attached) VALUES (?, ?, ?, 'none', ?)",  # MOUNTED
-                (volume_id, image, n, time.time()),
+                "INSERT INTO volumes (id, image, number, dismount, attached, allow_other, owner) "
+                "VALUES (?, ?, ?, 'none', ?, ?, ?)",  # MOUNTED
+                (volume_id, image, n, time.time(), int(allow_other), f"{owner[0]}:{owner[1]}" if owner else None),
             )
         row = self.volume(volume_id)
         assert row is not None
@@ -202,6 +224,19 @@ class Registry:
 
     def remove_path(self, db: sqlite3.Connection, key: str) -> None:
         db.execute("DELETE FROM access_paths WHERE key = ?", (key,))
+
+    # ------------------------------------------------------------ remembered drive letters
+
+    def remembered_letter(self, volume_id: str) -> str | None:
+        r = self._db.execute("SELECT letter FROM remembered_letters WHERE volume_id = ?", (volume_id,)).fetchone()
+        return r[0] if r else None
+
+    def remember_letter(self, db: sqlite3.Connection, volume_id: str, letter: str) -> None:
+        """Inside a caller's transaction: the letter the volume has now."""
+        db.execute("INSERT OR REPLACE INTO remembered_letters (volume_id, letter) VALUES (?, ?)", (volume_id, letter))
+
+    def forget_letter(self, db: sqlite3.Connection, volume_id: str) -> None:
+        db.execute("DELETE FROM remembered_letters WHERE volume_id = ?", (volume_id,))
 
     # ------------------------------------------------------------ host facts
 

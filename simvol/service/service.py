@@ -8,6 +8,7 @@ temporary dismounts, as Windows does. The state the service and its volumes shar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -20,22 +21,28 @@ from contextlib import contextmanager
 
 from ..errors import (
     HRESULTS,
+    AccessDeniedError,
     FormatError,
     ImageError,
+    ImageFormatError,
     ImageSizeError,
     InternalError,
     InvalidArgumentError,
     ObjectExistsError,
     ObjectNotFoundError,
+    UnsupportedFileSystemError,
     VdsError,
     vds_error,
 )
-from ..image import create_image, read_metadata
-from ..interrupts import shielded
-from ..mount import DaemonMounter, Mounter, read_mounts
+from ..image import Image, ImageMetadata, adopt_image, create_image, has_trailer_magic, read_metadata
+from ..image.filesystems import FAT32
+from ..interrupts import shielded, unshielded
+from ..mount import Access, DaemonMounter, Mounter, read_mounts
 from ..types import ROLE_FLAGS, VolumeFlag, VolumeState
+from .filling import copy_tree, plan_tree
 from .formats import check_fits, format_driver, format_error_to_vds
 from .host import Host
+from .owners import parse_owner
 from .paths import Shape, parse_access_path, parse_windows_path, shown
 from .registry import Registry
 from .root import Root
@@ -70,7 +77,7 @@ class VolumeService:
             mounter = DaemonMounter(
                 the_root.volumes, the_root.run, allow_other=allow_other, lock_path=the_root.lock_path
             )
-        self._host = Host(the_root, registry, mounter)
+        self._host = Host(the_root, registry, mounter, allow_other=allow_other)
         self._host.check_boot()
 
     @property
@@ -155,11 +162,16 @@ class VolumeService:
         letter: str | None = None,
         roles: Iterable[str] = (),
         cluster_size: int = 0,
+        files: str | os.PathLike[str] | None = None,
+        allow_other: bool | None = None,
+        owner: int | str | tuple[int, int] | None = None,
     ) -> Volume:
         """Create an image, format it FAT32 and attach it; it arrives mounted, like a new Windows volume.
 
         ``roles``: any of ``system``, ``boot``, ``pagefile``, ``hidden``, ``readonly``,
-        ``no-default-drive-letter``, ``no-permanent-dismount``.
+        ``no-default-drive-letter``, ``no-permanent-dismount``. ``files``: a host directory whose tree is copied
+        into the new volume (checked first: FAT32 names, no links or devices, room enough); an interrupt or a
+        failure while copying deletes the volume. ``allow_other`` and ``owner``: see :meth:`attach`.
         """
         fs = format_driver("FAT32" if filesystem is None or filesystem == "" else filesystem, label, cluster_size)
         if isinstance(roles, str):
@@ -178,17 +190,15 @@ class VolumeService:
                     message=f"unknown role {role!r}; known: {', '.join([*ROLE_FLAGS, 'no-permanent-dismount'])}"
                 )
         if letter is not None:
-            if not isinstance(letter, str):
-                raise vds_error(HRESULTS["VDS_E_INVALID_DRIVE_LETTER"], f"{letter!r} is not a drive letter")
-            ap = parse_access_path(letter if ":" in letter else letter + ":")
-            if ap.shape is not Shape.LETTER:
-                raise vds_error(HRESULTS["VDS_E_INVALID_DRIVE_LETTER"], f"{letter!r} is not a drive letter")
+            letter = _letter_path(letter)
             if flags & VolumeFlag.HIDDEN:
                 raise vds_error(HRESULTS["VDS_E_VOLUME_HIDDEN"], "a hidden volume cannot have a drive letter")
         if size % 512:
             size += 512 - size % 512
         # Refuse impossible labels and sizes before any file exists; mkfs's range, not Windows Format's.
         check_fits(fs, size, label, cluster_size, windows_limits=False)
+        tree = plan_tree(os.fspath(files), size) if files is not None else None
+        access = self._access(allow_other, owner)
         vid = uuid.uuid4()
         path = _image_path(image) if image is not None else os.path.join(self.root.images, f"{vid}.img")
         try:
@@ -207,26 +217,88 @@ class VolumeService:
             _unlink_quietly(path)  # whatever went wrong, no half-made image stays behind
             raise
         try:
-            vol = self.attach(path)
+            vol = self._attach(path, access=access, remembered=False)
         except BaseException:
             _unlink_quietly(path)
             raise
-        if letter is not None:
+        try:
+            if tree is not None:
+                if flags & VolumeFlag.READONLY:
+                    raise InvalidArgumentError(message="a read-only volume cannot be filled from a directory")
+                with unshielded():  # copying may take long: an interrupt is fine, the volume goes (below)
+                    copy_tree(tree, self.mounter.mountpoint(str(vid)))
+            if letter is not None:
+                vol.add_access_path(letter, _initial=True)
+        except BaseException:
+            vol.delete(force=True)
+            raise
+        return vol
+
+    def _access(self, allow_other: bool | None, owner: int | str | tuple[int, int] | None) -> Access:
+        """Validate who may use a new volume's mount; a different owner lets that user in (allow_other)."""
+        ids = parse_owner(owner)
+        if ids is not None and ids[0] != os.geteuid():
+            if os.geteuid() != 0:
+                raise AccessDeniedError(message="only root can serve a volume's files as another user's")
+            allow_other = True if allow_other is None else allow_other
+            if not allow_other:
+                raise InvalidArgumentError(message="another user's volume needs allow_other: only then can they enter")
+        return Access(self.allow_other if allow_other is None else bool(allow_other), ids)
+
+    @shielded()
+    def attach(
+        self,
+        image: str | os.PathLike[str],
+        *,
+        adopt: bool = False,
+        new_id: bool = False,
+        letter: str | None = None,
+        allow_other: bool | None = None,
+        owner: int | str | tuple[int, int] | None = None,
+    ) -> Volume:
+        """Register an existing image; it arrives mounted unless the image says permanently dismounted.
+
+        ``adopt``: the image may be a plain FAT32 file system (``mkfs.fat -F 32``, mtools): it is checked and
+        given simvol's metadata trailer (the file grows by 8 KiB; the file system is untouched). Refused with
+        E_ACCESSDENIED for a file simvol may not write, VDS_E_OBJECT_STATUS_FAILED for a damaged file system,
+        VDS_E_UNRECOGNIZED_FILE_SYSTEM for anything but FAT32. ``new_id``: give the image a fresh volume GUID
+        first (a copy can then sit beside its original). ``letter``: the drive letter to add (else the letter the
+        volume had when it was last attached here, if it is free — as Windows' MountedDevices remembers it).
+        ``allow_other``: every user may enter its mount (default: the service's); ``owner`` (uid, ``"uid:gid"``
+        or a user name): whose files they are — root only, and it implies ``allow_other``. Both are kept for
+        every later mount.
+        """
+        access = self._access(allow_other, owner)
+        letter_ap = _letter_path(letter) if letter is not None else None
+        vol = self._attach(_image_path(image), access=access, adopt=adopt, new_id=new_id,
+                           remembered=letter_ap is None)
+        if letter_ap is not None:
             try:
-                vol.add_access_path(letter if ":" in letter else letter + ":", _initial=True)
-            except VdsError:
-                vol.delete(force=True)
+                vol.add_access_path(letter_ap)
+            except BaseException:
+                vol.detach(force=True)
                 raise
         return vol
 
-    @shielded()
-    def attach(self, image: str | os.PathLike[str]) -> Volume:
-        """Register an existing image; it arrives mounted unless the image says permanently dismounted."""
-        path = _image_path(image)
+    def _attach(self, path: str, *, access: Access, adopt: bool = False, new_id: bool = False,
+                remembered: bool) -> Volume:
         if not os.path.lexists(path):
             raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)"], f"{path} does not exist")
         try:
-            meta = read_metadata(path)
+            try:
+                meta = read_metadata(path)
+            except ImageFormatError as e:
+                if not adopt or has_trailer_magic(path):
+                    hint = "" if adopt else "; a plain FAT32 image (mkfs.fat, mtools) is taken with --adopt"
+                    raise vds_error(HRESULTS["VDS_E_OBJECT_STATUS_FAILED"], f"{e}{hint}") from e
+                meta = self._adopt(path)
+            else:
+                if new_id:
+                    with Image.open(path) as im:
+                        meta = dataclasses.replace(im.metadata, volume_id=uuid.uuid4())
+                        im.write_metadata(meta)
+        except VdsError:
+            raise
         except ImageError as e:
             raise _image_error_to_vds(e) from e
         except OSError as e:
@@ -236,8 +308,10 @@ class VolumeService:
             if self.registry.volume_by_image(path) is not None:
                 raise ObjectExistsError(message=f"{path} is already attached")
             if self.registry.volume(vid) is not None:
-                raise ObjectExistsError(message=f"a volume with id {{{vid.upper()}}} is already attached")
-            row = self.registry.add_volume(vid, path)
+                raise ObjectExistsError(
+                    message=f"a volume with id {{{vid.upper()}}} is already attached (a copy? attach it with --new-id)"
+                )
+            row = self.registry.add_volume(vid, path, allow_other=access.allow_other, owner=access.owner)
         with self._host.lock(vid):
             if not meta.flags & VolumeFlag.PERMANENTLY_DISMOUNTED:
                 try:
@@ -245,7 +319,27 @@ class VolumeService:
                 except BaseException:  # whatever stopped the start, the row must not outlive it
                     self.registry.remove_volume(vid)
                     raise
-        return Volume(self._host, vid)
+        vol = Volume(self._host, vid)
+        was = self.registry.remembered_letter(vid) if remembered else None
+        if was and not meta.flags & (VolumeFlag.HIDDEN | VolumeFlag.NO_DEFAULT_DRIVE_LETTER):
+            try:
+                vol.add_access_path(f"{was}:", _initial=True)
+            except VdsError as e:  # taken meanwhile, or the letter may not be given: the volume comes without it
+                log.info("volume {%s} does not get its earlier letter %s: back: %s", vid, was, e.message)
+        return vol
+
+    def _adopt(self, path: str) -> ImageMetadata:
+        try:
+            problems = FAT32.check_plain(path)
+        except UnsupportedFileSystemError as e:
+            raise vds_error(HRESULTS["VDS_E_INCOMPATIBLE_FILE_SYSTEM"],
+                            f"{path} holds no FAT32 file system simvol can adopt: {e}") from e
+        if problems:
+            listed = "; ".join(f"{p['path']}: {p['detail']}" for p in problems[:5])
+            raise vds_error(HRESULTS["VDS_E_OBJECT_STATUS_FAILED"],
+                            f"{path}: the file system is damaged ({len(problems)} problems: {listed}); "
+                            f"repair it first (fsck.fat -a)")
+        return adopt_image(path, flags=int(VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED))
 
     # ================================================================= host-wide operations
 
@@ -423,6 +517,14 @@ def _image_path(image: object) -> str:
     except UnicodeEncodeError:
         raise InvalidArgumentError(message=f"{raw!r} is not valid UTF-8; rename the image") from None
     return os.path.abspath(raw)
+
+
+def _letter_path(letter: object) -> str:
+    """``E:\\`` for E, E: or E:\\; VDS_E_INVALID_DRIVE_LETTER for anything else."""
+    ap = parse_access_path(letter if ":" in letter else letter + ":") if isinstance(letter, str) else None
+    if ap is None or ap.shape is not Shape.LETTER:
+        raise vds_error(HRESULTS["VDS_E_INVALID_DRIVE_LETTER"], f"{letter!r} is not a drive letter")
+    return ap.display
 
 
 def _spelled(base: str, parts: tuple[str, ...]) -> tuple[str, int]:

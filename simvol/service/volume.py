@@ -443,6 +443,8 @@ class Volume:
                 with reg.transaction() as db:
                     reg.add_path(db, self._vid, ap.shape.value if ap.shape is Shape.LETTER else "folder",
                                  ap.display, ap.key, host, dir_mode)
+                    if ap.shape is Shape.LETTER:
+                        reg.remember_letter(db, self._vid, ap.letter or "")
                     if ap.shape is not Shape.LETTER:
                         os.rmdir(host)  # only an empty directory; never follows a symlink
                     try:
@@ -471,7 +473,9 @@ class Volume:
                     raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
             return S_OK
 
-    def _remove_path(self, key: str) -> None:
+    def _remove_path(self, key: str, *, forget: bool = False) -> None:
+        """Remove an access path; ``forget``: a letter is no longer the one the volume gets when it comes back
+        (DeleteAccessPath; a detach keeps it, as Windows' MountedDevices keeps a removed disk's letter)."""
         reg = self._host.registry
         row = reg.path_by_key(key)
         if row is None:
@@ -480,6 +484,8 @@ class Volume:
         try:
             with reg.transaction() as db:
                 reg.remove_path(db, key)
+                if forget and row.kind == "letter":
+                    reg.forget_letter(db, self._vid)
                 try:
                     if os.path.islink(row.host_path):
                         target = os.readlink(row.host_path)
@@ -513,7 +519,7 @@ class Volume:
                     raise _fail("VDS_E_OPERATION_DENIED", "drive letters of system/boot/pagefile volumes cannot change")
                 if state is M and not force:
                     self._refuse_if_in_use()
-            self._remove_path(ap.key)
+            self._remove_path(ap.key, forget=True)
             return S_OK
 
     # ================================================================= format and file-system flags
@@ -636,6 +642,7 @@ class Volume:
             state = self._enter()
             prop = self._properties(state)
             paths = [p.display for p in self._paths()]
+            row = self._host.row(self._vid)
         mounted = state is M and self._host.mounter.running(self._vid)
         return {
             "id": "{" + self._vid.upper() + "}",
@@ -651,6 +658,8 @@ class Volume:
             "mounted": mounted,
             "mount_path": self.mount_path if mounted else None,
             "dismount_state": state.dismount,
+            "allow_other": self._host.access(row).allow_other,
+            "owner": row.owner,
         }
 
 

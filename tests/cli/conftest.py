@@ -39,7 +39,7 @@ MiB = 1 << 20
 
 VOLUME_KEYS = {
     "id", "guid_path", "image", "status", "flags", "flag_names", "size", "filesystem", "label",
-    "access_paths", "mounted", "mount_path", "dismount_state",
+    "access_paths", "mounted", "mount_path", "dismount_state", "allow_other", "owner",
 }
 HOLDER_KEYS = {"pid", "process", "path", "kind"}
 _ID = re.compile(r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$")

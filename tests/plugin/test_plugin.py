@@ -113,6 +113,25 @@ def test_indirect(simvol_volume, simvol_service):
     assert [v.id for v in simvol_service.volumes()] == [simvol_volume.id]
 
 
+@pytest.mark.simvol_volume(files={"logs/app.log": "started\n", "data.bin": b"\x00\x01", "Top.txt": "t"})
+def test_files_mapping(simvol_volume):
+    record(simvol_volume)
+    root = simvol_volume.mount_path
+    assert subprocess.run(["cat", os.path.join(root, "logs", "app.log")], capture_output=True,
+                          text=True).stdout == "started\n"
+    assert Path(root, "data.bin").read_bytes() == b"\x00\x01"
+    assert sorted(os.listdir(root)) == ["Top.txt", "data.bin", "logs"]
+
+
+def test_files_directory(simvol_service, tmp_path):
+    src = tmp_path / "tree"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "deep.txt").write_text("deep")
+    vol = simvol_service.create_volume(40 * MiB, files=src)
+    record(vol)
+    assert Path(vol.mount_path, "a", "b", "deep.txt").read_text() == "deep"
+
+
 HOLD = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); print('ready', flush=True); sys.stdin.read()"
 
 
@@ -185,14 +204,14 @@ def test_fixtures_markers_and_teardown_after_failure(pytester: pytest.Pytester, 
     pytester.makepyfile(test_inner=INNER_TESTS)
     result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider", "-rfs",
                                            f"--basetemp={short_basetemp}", timeout=240)
-    result.assert_outcomes(passed=6, failed=1)
+    result.assert_outcomes(passed=8, failed=1)
     result.stdout.fnmatch_lines(["E * deliberate failure while the volume is mounted and in use",
                                  "FAILED test_inner.py::test_fails_while_a_file_is_held*"])
 
     mounts = (pytester.path / "mounts.txt").read_text().split()
-    assert len(mounts) == 7, mounts
+    assert len(mounts) == 9, mounts
     assert all(m.startswith(str(short_basetemp)) for m in mounts), "roots live under the session's basetemp"
-    assert len({str(Path(m).parent) for m in mounts}) == 7, "every test gets its own private root"
+    assert len({str(Path(m).parent) for m in mounts}) == 9, "every test gets its own private root"
     for mp in mounts:
         entry = find_mount(mp)
         assert entry is None, f"{mp} is still mounted after the inner session"
