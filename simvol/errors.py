@@ -173,7 +173,7 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- HRESULTs (reference/vds.md §1)
+# --------------------------------------------------------------------------- HRESULTs (docs/windows-semantics.md §1)
 
 
 def HRESULT_FROM_WIN32(x: int) -> int:  # noqa: N802 - the Windows macro's name

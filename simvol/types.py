@@ -1,6 +1,6 @@
 """VDS enumerations shared by every layer.
 
-Values and names come from the Windows SDK (``vds.h``) as listed in ``reference/vds.md``. The enums
+Values and names come from the Windows SDK (``vds.h``) as listed in ``docs/windows-semantics.md``. The enums
 are ``IntFlag``/``IntEnum`` so they compare equal to the plain integers Windows code passes around.
 """
 

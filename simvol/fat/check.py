@@ -1,4 +1,4 @@
-"""Consistency check and repair, in the spirit of ``fsck.fat`` (fat32.md §14).
+"""Consistency check and repair, in the spirit of ``fsck.fat`` (docs/fat32-notes.md §14).
 
 Works on the raw image — not through ``FatFileSystem`` — so that a tree too damaged to load can still be
 examined. It finds differing FAT copies, broken, looping and cross-linked chains, wrong file sizes, bad start

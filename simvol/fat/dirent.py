@@ -1,4 +1,4 @@
-"""32-byte directory entries and FAT timestamps (fat32.md §7, §8)."""
+"""32-byte directory entries and FAT timestamps (docs/fat32-notes.md §7, §8)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def pack_entry(
     name: bytes, attr: int, ntres: int, ctime_tenth: int, ctime: int, cdate: int, adate: int, cluster: int,
     wtime: int, wdate: int, size: int,
 ) -> bytes:
-    """The 32 bytes of a short entry, the cluster split into its high and low words (fat32.md §7).
+    """The 32 bytes of a short entry, the cluster split into its high and low words (docs/fat32-notes.md §7).
 
     A function as well as ``RawEntry.pack``: the engine packs an entry at every create and flush, and building a
     RawEntry first cost a tenth of that."""

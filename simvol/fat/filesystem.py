@@ -3,7 +3,7 @@
 ``FatFileSystem`` works on an open file descriptor and the byte size of the file-system region; it knows
 nothing of FUSE or VDS. It is not thread-safe: callers serialize through ``fs.lock``.
 
-Crash ordering (fat32.md §4, §13): data is written first, then the FAT, then the directory entry. A directory
+Crash ordering (docs/fat32-notes.md §4, §13): data is written first, then the FAT, then the directory entry. A directory
 entry that references clusters is never written before the FAT that allocates them; references are removed
 from directories before the FAT frees the clusters. A crash therefore loses only unsynced data and leaves at
 worst lost clusters, which ``check(repair=True)`` frees.
@@ -273,7 +273,7 @@ class FatFileSystem:
         self.close()
 
     def _mark_dirty(self) -> None:
-        """Set both dirty indicators and make them durable before the first data write (fat32.md §4)."""
+        """Set both dirty indicators and make them durable before the first data write (docs/fat32-notes.md §4)."""
         bps = self.geo.bytes_per_sector
         bs = bytearray(os.pread(self.fd, bps, 0))
         bs[0x41] |= BS_DIRTY
@@ -305,7 +305,7 @@ class FatFileSystem:
             os.fdatasync(self.fd)
 
     def close(self, *, clean: bool = True) -> None:
-        """Flush, write FSInfo, clear both dirty markers, refresh the backups, fsync (fat32.md §4)."""
+        """Flush, write FSInfo, clear both dirty markers, refresh the backups, fsync (docs/fat32-notes.md §4)."""
         if self._closed:
             return
         try:
@@ -484,7 +484,7 @@ class FatFileSystem:
         more = -(-(slots_needed - st.capacity) // per)
         chain = self._dir_chain(d)
         new = self.fat.allocate(more, chain.last)
-        for start, length in new:  # new directory clusters must read as zeros (fat32.md §7)
+        for start, length in new:  # new directory clusters must read as zeros (docs/fat32-notes.md §7)
             zero_range(self.fd, self.geo.cluster_offset(start), length * self.cs)
         chain.extend(new)
         st.capacity = min(chain.total * per, MAX_DIR_SLOTS)
@@ -549,7 +549,7 @@ class FatFileSystem:
     # ================================================================= queries
 
     def stat_node(self, node: Node) -> Stat:
-        # An entry's invalid (e.g. zero) date reads as 1980-01-01 (fat32.md §8); only the root has no date at all.
+        # An entry's invalid (e.g. zero) date reads as 1980-01-01 (docs/fat32-notes.md §8); only the root has no date at all.
         mtime = decode_time(node.wdate, node.wtime) if node.wdate or node is not self.root else 0
         if node.mtime_ns is not None and mtime <= node.mtime_ns < mtime + 2_000_000_000:
             mtime = node.mtime_ns
@@ -696,7 +696,7 @@ class FatFileSystem:
         self.unlink_node(node)
 
     def unlink_node(self, node: Node) -> None:
-        """Remove a file's entry now and its clusters after (fat32.md crash ordering)."""
+        """Remove a file's entry now and its clusters after (docs/fat32-notes.md crash ordering)."""
         self._remove_entry(node)
         self._release_clusters(node)
         node.deleted = True

@@ -1,4 +1,4 @@
-"""Formatting: write a fresh FAT32 file system, touching only what must be non-zero (fat32.md §13).
+"""Formatting: write a fresh FAT32 file system, touching only what must be non-zero (docs/fat32-notes.md §13).
 
 The reserved area and both FATs are first made zero (punched where the host can, so an old image keeps no
 stale entries and a new one stays sparse); then the boot sector, FSInfo, their backups, the FAT heads and the

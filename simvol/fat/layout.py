@@ -1,4 +1,4 @@
-"""FAT32 geometry: the boot sector, FSInfo and the layout formulas of fat32.md §2, §3, §5, §6.
+"""FAT32 geometry: the boot sector, FSInfo and the layout formulas of docs/fat32-notes.md §2, §3, §5, §6.
 
 Pure functions and small records only; nothing here touches a file.
 """
@@ -18,12 +18,12 @@ ROOT_CLUSTER = 2
 FSINFO_SECTOR = 1
 BACKUP_BOOT_SECTOR = 6
 
-#: Windows' FAT32 cluster-count range for volumes it formats (fat32.md §5, §12).
+#: Windows' FAT32 cluster-count range for volumes it formats (docs/fat32-notes.md §5, §12).
 MIN_FORMAT_CLUSTERS = 65_527
 MAX_FORMAT_CLUSTERS = 4_177_918
 #: Anything with fewer clusters is FAT12/16 by definition.
 MIN_FAT32_CLUSTERS = 65_525
-#: The highest cluster number below the bad-cluster mark (fat32.md §5).
+#: The highest cluster number below the bad-cluster mark (docs/fat32-notes.md §5).
 MAX_FAT32_CLUSTERS = 0x0FFFFFF5 - 1
 MAX_VOLUME_BYTES = 2**32 * SECTOR  # 2 TiB: TotSec32 is u32, so the last sector of exactly 2 TiB stays unused
 MAX_TOTAL_SECTORS = 2**32 - 1
@@ -51,7 +51,7 @@ FSI_UNKNOWN = 0xFFFFFFFF
 
 _LABEL_FORBIDDEN = set('*?/\\|.,;:+=[]<>"\t')
 
-# Windows default unit by volume size, upper bound inclusive (fat32.md §6, KB140365).
+# Windows default unit by volume size, upper bound inclusive (docs/fat32-notes.md §6, KB140365).
 _WINDOWS_DEFAULTS = (
     (64 * 2**20, 512),
     (128 * 2**20, 1024),
@@ -117,7 +117,7 @@ class Geometry:
 
 
 def _layout(total_sectors: int, spc: int, align: bool = True) -> tuple[int, int]:
-    """(FATSz32, CountOfClusters) for a 512-byte-sector volume (fat32.md §5)."""
+    """(FATSz32, CountOfClusters) for a 512-byte-sector volume (docs/fat32-notes.md §5)."""
     tmp1 = total_sectors - RESERVED_SECTORS
     tmp2 = (256 * spc + NUM_FATS) // 2
     fat_sz = -(-tmp1 // tmp2)
@@ -134,7 +134,7 @@ def _layout(total_sectors: int, spc: int, align: bool = True) -> tuple[int, int]
 
 
 def _format_layout(total_sectors: int, spc: int) -> tuple[int, int]:
-    """Aligned layout; 512-byte clusters at the smallest sizes cannot afford alignment (fat32.md §5)."""
+    """Aligned layout; 512-byte clusters at the smallest sizes cannot afford alignment (docs/fat32-notes.md §5)."""
     total_sectors = min(total_sectors, MAX_TOTAL_SECTORS)
     fat_sz, clusters = _layout(total_sectors, spc, align=True)
     if clusters < MIN_FORMAT_CLUSTERS and spc == 1:
@@ -160,7 +160,7 @@ def minimum_format_size() -> int:
 
 
 def allowed_cluster_sizes(size: int, *, windows: bool = True) -> list[int]:
-    """Units (bytes) Windows would allow for a FAT32 volume of ``size`` bytes (fat32.md §6)."""
+    """Units (bytes) Windows would allow for a FAT32 volume of ``size`` bytes (docs/fat32-notes.md §6)."""
     out = []
     top = MAX_FORMAT_CLUSTERS if windows else MAX_FAT32_CLUSTERS
     for shift in range(9, 17):
@@ -172,7 +172,7 @@ def allowed_cluster_sizes(size: int, *, windows: bool = True) -> list[int]:
 
 
 def default_cluster_size(size: int) -> int:
-    """Windows' default unit, or at row edges the largest allowed unit below it (fat32.md §6)."""
+    """Windows' default unit, or at row edges the largest allowed unit below it (docs/fat32-notes.md §6)."""
     if size > WINDOWS_MAX_FORMAT_BYTES:
         # Beyond Windows' FAT32 formatting range (engine-only sizes): mkfs.fat's 32 KiB, or larger if needed.
         for unit in (32768, 65536):
@@ -251,7 +251,7 @@ def plan_format(size: int, cluster_size: int = 0, *, windows_limits: bool = Fals
 
 
 def normalize_label(label: str | None) -> bytes | None:
-    """Validate a volume label (fat32.md §12, vds.md §5.3 row 5); return the 11-byte field or None.
+    """Validate a volume label (docs/fat32-notes.md §12, docs/windows-semantics.md §5.3 row 5); return the 11-byte field or None.
 
     Empty, None or all-space means no label. Raises FormatError(reason="bad_label").
     """

@@ -1,4 +1,4 @@
-"""Names on FAT32: Windows' rules (fat32.md §11), 8.3 aliases (§10) and VFAT long-name slots (§9).
+"""Names on FAT32: Windows' rules (docs/fat32-notes.md §11), 8.3 aliases (§10) and VFAT long-name slots (§9).
 
 Pure functions; the directory code decides clashes through the ``taken`` callback it passes in.
 """
@@ -35,7 +35,7 @@ _BAD_CHAR = re.compile('[\x00-\x1f"*/:<>?\\\\|\ud800-\udfff]')
 
 
 def validate_name(name: str) -> None:
-    """Refuse names Windows refuses, with the errno a Linux program sees (fat32.md §11)."""
+    """Refuse names Windows refuses, with the errno a Linux program sees (docs/fat32-notes.md §11)."""
     if name in ("", ".", ".."):
         raise fs_error(errno.EINVAL, name, "reserved name")
     m = _BAD_CHAR.search(name)  # one C-speed scan; this runs for every create and rename
@@ -54,7 +54,7 @@ def validate_name(name: str) -> None:
 
 
 def name_key(name: str) -> str:
-    """Case-insensitive lookup key for long names (Unicode upper-casing, fat32.md §10.7).
+    """Case-insensitive lookup key for long names (Unicode upper-casing, docs/fat32-notes.md §10.7).
 
     Character by character, as Windows' up-case table: full case mapping would make "Straße" and "STRASSE"
     (distinct names on Windows, both writable by mtools) one key, hiding one of the two files.
@@ -134,7 +134,7 @@ class ShortName:
 
 
 def _basis(name: str) -> tuple[bytes, bytes, bool, str, str]:
-    """(base, ext, lossy, base_text, ext_text) per fat32.md §10 steps 1–3."""
+    """(base, ext, lossy, base_text, ext_text) per docs/fat32-notes.md §10 steps 1–3."""
     lossy = False
     stripped = name.replace(" ", "")
     if stripped != name:
@@ -234,7 +234,7 @@ def lfn_slots(name: str, checksum: int) -> list[bytes]:
     units = name.encode("utf-16-le", "surrogatepass")
     count = -(-len(units) // 26)
     if len(units) % 26:
-        units += b"\x00\x00"  # terminator, then 0xFFFF padding (fat32.md §10)
+        units += b"\x00\x00"  # terminator, then 0xFFFF padding (docs/fat32-notes.md §10)
     units = units.ljust(count * 26, b"\xff")
     tail = bytes((0x0F, 0, checksum))
     slots = []

@@ -1,4 +1,4 @@
-"""Sparse-file helpers: punching holes and finding data (fat32.md §13).
+"""Sparse-file helpers: punching holes and finding data (docs/fat32-notes.md §13).
 
 CPython's ``os.posix_fallocate`` only allocates, so punching goes through libc with ctypes.
 """

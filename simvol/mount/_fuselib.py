@@ -1,6 +1,6 @@
 """Load mfusepy on libfuse 3, and the few libfuse calls mfusepy does not wrap.
 
-mfusepy picks the library when imported and prefers libfuse 2 when both are installed (fuse.md §1), so the
+mfusepy picks the library when imported and prefers libfuse 2 when both are installed (docs/fuse-notes.md §1), so the
 choice is made here, before the import, and checked after it.
 """
 
@@ -56,7 +56,7 @@ def current_fuse() -> int | None:
 
 
 def caller_pid() -> int:
-    """pid of the process whose request is being served (0 in release: the kernel sends none; fuse.md §3 #4)."""
+    """pid of the process whose request is being served (0 in release: the kernel sends none; docs/fuse-notes.md §3 #4)."""
     ctx = _lib.fuse_get_context()
     return ctx.contents.pid if ctx else 0
 
@@ -287,7 +287,7 @@ def _direct_if_write_only(fi: Any) -> None:
     # sequential writes 1.3-1.5x faster (docs/performance.md). It changes nothing a program can observe: a
     # write-only descriptor can neither read nor be mmapped, and the kernel drops the cached pages of the
     # written range for every other descriptor and mapping of the file (tests/integration/test_mount_cache.py).
-    # Readable handles keep the page cache (fuse.md §2.2: direct_io on those would defeat it and break mmap).
+    # Readable handles keep the page cache (docs/fuse-notes.md §2.2: direct_io on those would defeat it and break mmap).
     if (fi.flags & os.O_ACCMODE) == os.O_WRONLY:
         fi.direct_io = 1
 

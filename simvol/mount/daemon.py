@@ -1,4 +1,4 @@
-"""The mount daemon: one process per mounted (or temporarily dismounted) volume (DESIGN §6).
+"""The mount daemon: one process per mounted (or temporarily dismounted) volume (docs/architecture.md, Processes).
 
 ``python -m simvol.mount.daemon --image IMG --mountpoint MNT --socket SOCK --volume-id GUID [--ready-fd N]
 [--armed] [--lock-file LOCK]``
@@ -42,7 +42,7 @@ from .ops import VolumeOps
 
 log = logging.getLogger("simvol.mount.daemon")
 
-SAFE_WAIT = 0.5  # late RELEASEs arrive after close() returns (fuse.md §5 step 2)
+SAFE_WAIT = 0.5  # late RELEASEs arrive after close() returns (docs/fuse-notes.md §5 step 2)
 # How long a first access waits for the volume's lock (a service operation on the volume holds it) before it fails
 # with EAGAIN. The service never touches a volume's files while it holds that lock, so the wait ends with it.
 ACTIVATE_WAIT = 10.0
@@ -371,7 +371,7 @@ class Daemon:
         self.forced = True
         entry = mountinfo.find_mount(self.mountpoint)
         if entry is None or not mountinfo.abort_connection(entry):
-            # No fusectl: end the loop with a signal aimed at the FUSE thread itself (fuse.md §4, §5).
+            # No fusectl: end the loop with a signal aimed at the FUSE thread itself (docs/fuse-notes.md §4, §5).
             signal.pthread_kill(self.main_ident, signal.SIGTERM)
         return self._wait_closed()
 
@@ -454,7 +454,7 @@ class Daemon:
         try:
             FastFUSE(first, self.mountpoint, on_start=self._started, **options)
         except RuntimeError as e:
-            if e.args != (8,):  # 8: ended by a signal, our own forced dismount included (fuse.md §3 #2)
+            if e.args != (8,):  # 8: ended by a signal, our own forced dismount included (docs/fuse-notes.md §3 #2)
                 log.error("FUSE loop failed: %s", e)
                 code = 1
         except Exception as e:

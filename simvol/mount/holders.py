@@ -1,6 +1,6 @@
 """Who holds a mounted volume: open files and directories, working and root directories, memory maps.
 
-FUSE never sees a cwd, an ``O_PATH`` descriptor or a mapping whose fd was closed (fuse.md §6), so besides the
+FUSE never sees a cwd, an ``O_PATH`` descriptor or a mapping whose fd was closed (docs/fuse-notes.md §6), so besides the
 daemon's handle table a raw ``/proc`` scan is needed. It reads links and ``maps`` only and never calls
 ``stat`` on a path inside the mount: from the FUSE thread that deadlocks, and on a stale mount it fails.
 psutil supplies process identity (name and creation time).

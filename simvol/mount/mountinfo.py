@@ -1,4 +1,4 @@
-"""The kernel's mount table and the FUSE unmount tools (fuse.md §4, §5).
+"""The kernel's mount table and the FUSE unmount tools (docs/fuse-notes.md §4, §5).
 
 Never test a possibly stale FUSE mount with ``os.path.ismount``/``stat``: on a dead daemon they fail or lie,
 on a hung one they block. Everything here reads ``/proc/self/mountinfo`` instead.

@@ -54,7 +54,7 @@ def _err(e: int) -> mfusepy.FuseOSError:
 def configure(conn: Any, config: Any) -> None:
     """The session's settings, made at its INIT (``init_with_config``) by whatever answers at the mount point first."""
     if config is not None:
-        config.kernel_cache = 1  # the daemon is the image's only writer (fuse.md §2.2)
+        config.kernel_cache = 1  # the daemon is the image's only writer (docs/fuse-notes.md §2.2)
         config.attr_timeout = _TIMEOUT
         config.entry_timeout = _TIMEOUT
         config.negative_timeout = 0.0  # case-insensitive names: never cache a miss
@@ -388,7 +388,7 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
             h = self._handle(fh)
             if h is None or h.is_dir:
                 # Every READ carries the fh that open/create returned; falling back to the path would hide a
-                # broken fh round trip (fuse.md §1) and bypass the stale check of a forced dismount.
+                # broken fh round trip (docs/fuse-notes.md §1) and bypass the stale check of a forced dismount.
                 raise _err(errno.EIO)
             if not h.nodeid:
                 self._learn_nodeid(h)  # the pages this read fills belong to that kernel inode

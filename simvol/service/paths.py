@@ -1,6 +1,6 @@
-"""Parsing the paths VDS callers pass: drive letters, mount folders, volume GUID paths (vds.md §5.4, §6).
+"""Parsing the paths VDS callers pass: drive letters, mount folders, volume GUID paths (docs/windows-semantics.md §5.4, §6).
 
-Only shapes are decided here; which check fires first is the caller's business (the order of vds.md's
+Only shapes are decided here; which check fires first is the caller's business (the order of docs/windows-semantics.md's
 tables interleaves shape checks with volume-state checks).
 """
 
@@ -146,7 +146,7 @@ def parse_windows_path(path: str) -> WindowsPath | None:
 
 
 def guid_path(volume_id: uuid.UUID) -> str:
-    """``\\\\?\\Volume{guid}\\`` with lower-case hex (vds.md §5.9)."""
+    """``\\\\?\\Volume{guid}\\`` with lower-case hex (docs/windows-semantics.md §5.9)."""
     return f"\\\\?\\Volume{{{str(volume_id).lower()}}}\\"
 
 

@@ -2,7 +2,7 @@
 temporary-dismount state (``ROOT/simvol.db``).
 
 SQLite in WAL mode; every change runs in ``BEGIN IMMEDIATE`` so several processes can drive one root. The
-permanent-dismount flag is deliberately *not* here: it lives in the image (DESIGN §3).
+permanent-dismount flag is deliberately *not* here: it lives in the image (docs/architecture.md, The root).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The root directory of one simulated host (DESIGN §4): its layout, permissions and locks."""
+"""The root directory of one simulated host (docs/architecture.md, The root): its layout, permissions and locks."""
 
 from __future__ import annotations
 

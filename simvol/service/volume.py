@@ -1,4 +1,4 @@
-"""``Volume``: the ``IVdsVolume``/``IVdsVolumeMF(2,3)`` methods with reference/vds.md's checks, in its order.
+"""``Volume``: the ``IVdsVolume``/``IVdsVolumeMF(2,3)`` methods with docs/windows-semantics.md's checks, in its order.
 
 Each method takes the volume's lock (shared by every process on the root), reconciles, runs the checks top to
 bottom (the first that fires decides and changes nothing), then acts. Failures raise :class:`VdsError`.
@@ -169,7 +169,7 @@ class Volume:
             return [p.display for p in self._paths()]
 
     def query_reparse_points(self) -> list[ReparsePointProp]:
-        """FAT32 cannot hold mount folders, so always empty (vds.md §5.6)."""
+        """FAT32 cannot hold mount folders, so always empty (docs/windows-semantics.md §5.6)."""
         with self._lock():
             self._enter()
             return []
@@ -196,7 +196,7 @@ class Volume:
             ]
 
     def get_file_system_properties(self) -> FileSystemProp:
-        """P → VDS_E_VOLUME_NOT_ONLINE; T → remount first (vds.md §5.2)."""
+        """P → VDS_E_VOLUME_NOT_ONLINE; T → remount first (docs/windows-semantics.md §5.2)."""
         with self._lock():
             state = self._enter()
             if state is P:
@@ -238,7 +238,7 @@ class Volume:
     # ================================================================= Mount / Dismount / Offline
 
     def mount(self) -> int:
-        """``IVdsVolumeMF::Mount`` (vds.md §5.8)."""
+        """``IVdsVolumeMF::Mount`` (docs/windows-semantics.md §5.8)."""
         with self._lock():
             state = self._enter()
             if state is M:
@@ -259,7 +259,7 @@ class Volume:
             return S_OK
 
     def dismount(self, force: bool = False, permanent: bool = False) -> int:
-        """``IVdsVolumeMF::Dismount(bForce, bPermanent)`` with the checks of vds.md §5.10, in order."""
+        """``IVdsVolumeMF::Dismount(bForce, bPermanent)`` with the checks of docs/windows-semantics.md §5.10, in order."""
         with self._lock():
             state = self._enter()
             meta = self._meta()
@@ -378,7 +378,7 @@ class Volume:
         return host
 
     def add_access_path(self, path: str, *, _initial: bool = False) -> int:
-        """``IVdsVolumeMF::AddAccessPath`` (vds.md §5.4): a drive letter or an empty-directory mount folder.
+        """``IVdsVolumeMF::AddAccessPath`` (docs/windows-semantics.md §5.4): a drive letter or an empty-directory mount folder.
 
         ``_initial`` (``create_volume`` only): the letter a role volume is created with, as Windows setup gives
         the system volume C: — row 6 guards later changes, not the first assignment.
@@ -506,7 +506,7 @@ class Volume:
             raise
 
     def delete_access_path(self, path: str, force: bool = False) -> int:
-        """``IVdsVolumeMF::DeleteAccessPath`` (vds.md §5.7). A folder becomes an empty directory again."""
+        """``IVdsVolumeMF::DeleteAccessPath`` (docs/windows-semantics.md §5.7). A folder becomes an empty directory again."""
         ap = parse_access_path(path)
         self._check_path_shape(ap)
         with self._lock(), self._host.lock("paths"):

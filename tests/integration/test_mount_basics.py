@@ -41,14 +41,14 @@ def test_libfuse3_loaded(mounted_volume):
 
 
 def test_file_handle_round_trip(mounted_volume):
-    """open returns fh N, read and release receive N (fuse.md §1: mfusepy issue #39).
+    """open returns fh N, read and release receive N (docs/fuse-notes.md §1: mfusepy issue #39).
 
     The daemon serves a read only through a handle it knows (no fallback to the path), so a correct read
     proves the fh came back; release of the wrong fh would leave the wrong entry in the handle table.
     """
     vol = mounted_volume
     vol.sh('printf AAAA > a.txt; printf BBBB > b.txt')
-    # RELEASE reaches the daemon after close() returns (fuse.md §6): wait for the shell's handles to go.
+    # RELEASE reaches the daemon after close() returns (docs/fuse-notes.md §6): wait for the shell's handles to go.
     assert vol.wait_until(lambda: vol.client.status()["handles"] == []), vol.client.status()["handles"]
     holder = vol.spawn_py(HOLD_TWO)
 

@@ -1,4 +1,4 @@
-"""Windows file-system behaviour as other processes see it through the mount (DESIGN §7)."""
+"""Windows file-system behaviour as other processes see it through the mount (docs/fat32-notes.md §11, docs/behaviour.md "Files at the mount")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""simvol as an unprivileged user (DESIGN §9: "a run as an unprivileged user"; reference/fuse.md §7 "rootless").
+"""simvol as an unprivileged user (docs/reliability.md "Rootless"; docs/fuse-notes.md §7).
 
 The suite runs as root in CI, so these tests switch to the user ``simvol-test`` (created if missing) with
 ``runuser`` and a clean environment (HOME owned by the user, a Debian user's PATH without /usr/sbin). They need:

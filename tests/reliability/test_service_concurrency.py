@@ -1,4 +1,4 @@
-"""Several processes drive one root at once (DESIGN §6: registry transactions + per-volume locks).
+"""Several processes drive one root at once (docs/architecture.md, Processes: registry transactions + per-volume locks).
 
 N worker processes, each with its own ``VolumeService``, run K random operations on 3 shared volumes: Mount,
 Dismount (temporary, permanent, forced), OfflineVolume, Add/DeleteAccessPath of letters D–H and two mount

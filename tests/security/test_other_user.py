@@ -119,7 +119,7 @@ def test_mount_is_private_without_allow_other(service: VolumeService, test_user)
     assert all(v == errno.EACCES for v in out.values()), out  # stopped by the 0700 root
     _open_up(service, service.root.volumes)
     out = _as_user(test_user, READ, vol.mount_path)
-    # Stopped by FUSE itself: without allow_other only the mounting user may enter (fuse.md §7).
+    # Stopped by FUSE itself: without allow_other only the mounting user may enter (docs/fuse-notes.md §7).
     assert all(v == errno.EACCES for v in out.values()), out
     r = userkit.run_as(test_user, ["cat", os.path.join(vol.mount_path, "secret.txt")],
                        {"PATH": userkit.USER_PATH}, timeout=30)

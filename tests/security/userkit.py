@@ -149,7 +149,7 @@ def fusermount_problem() -> str | None:
 def fuse_for_users() -> Iterator[None]:
     """Make /dev/fuse usable by every user for the duration, as hosts that support rootless FUSE have it.
 
-    This project's CI container has /dev/fuse 0600 root (reference/fuse.md §7), where only root can mount. Debian's
+    This project's CI container has /dev/fuse 0600 root (docs/fuse-notes.md §7), where only root can mount. Debian's
     and Ubuntu's udev rules and GitHub runners give it 0666. This is a test-machine setup step, done here (root only)
     and undone afterwards, so the rest of the suite sees the device exactly as before.
     """

@@ -6,7 +6,7 @@
   of one of its roots is left.
 - ``kit``: helpers. All file I/O on a mount is done by *other* processes (``kit.py``, ``kit.holder``), so the
   test process never holds a volume and never blocks on a FUSE request.
-- ``kit.expect(v, state, paths=...)`` checks a volume against vds.md §7: the raw reality first (mountinfo,
+- ``kit.expect(v, state, paths=...)`` checks a volume against docs/windows-semantics.md §7: the raw reality first (mountinfo,
   daemon, image trailer, registry row), then the VDS view (state, GetProperties status and flags,
   QueryAccessPaths).
 """
@@ -195,7 +195,7 @@ class Kit:
         r = self.fsck(image)
         assert r.returncode == 0, f"fsck.fat -n {image}:\n{r.stdout}\n{r.stderr}"
 
-    # ---------------------------------------------------------------- state checks (vds.md §7)
+    # ---------------------------------------------------------------- state checks (docs/windows-semantics.md §7)
 
     @staticmethod
     def mounted(v: Volume) -> bool:
@@ -230,7 +230,7 @@ class Kit:
         }
 
     def expect(self, v: Volume, state: str, paths: list[str] | None = None) -> None:
-        """Assert ``v`` is in ``state`` (M/T/P) in every place the state shows (vds.md §7 table)."""
+        """Assert ``v`` is in ``state`` (M/T/P) in every place the state shows (docs/windows-semantics.md §7 table)."""
         raw = self.raw(v)
         if state == "M":
             assert raw["mounted"] and not raw["armed"], f"{v} should be mounted (M): {raw}"

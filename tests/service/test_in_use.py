@@ -1,4 +1,4 @@
-"""In use from other processes (vds.md §4 "in use", §5.10 row 1, DESIGN §5).
+"""In use from other processes (docs/windows-semantics.md §4 "in use", §5.10 row 1).
 
 Holders: a process with an open file, one with its cwd inside the volume, one that opened a file through the
 drive-letter path (ROOT/drives/E/…), one with a memory map whose fd is closed. Dismount without force fails
@@ -142,7 +142,7 @@ def test_forced_dismount_makes_every_handle_stale(busy, kit) -> None:
 def test_forced_permanent_dismount_and_offline(busy, kit) -> None:
     v, hs = busy
     assert v.delete_access_path("E:", force=True) == S_OK
-    # DeleteAccessPath with force keeps open fds working (vds.md §5.7 row 6)
+    # DeleteAccessPath with force keeps open fds working (docs/windows-semantics.md §5.7 row 6)
     assert hs["letter"].errno_of("write still") == 0
     assert VdsVolume(v).OfflineVolume() == S_OK
     kit.expect(v, "P", [])

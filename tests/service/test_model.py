@@ -1,4 +1,4 @@
-"""Model-based test of the volume state machine (reference/vds.md §5, §7).
+"""Model-based test of the volume state machine (docs/windows-semantics.md §5, §7).
 
 A hypothesis ``RuleBasedStateMachine`` drives 1–2 real volumes on a private root with random operation
 sequences (Mount, the four Dismount flag combinations, OfflineVolume, Add/DeleteAccessPath of letters and

@@ -1,4 +1,4 @@
-"""The volume state machine of reference/vds.md §7, one case per cell, and the check orders of §5.
+"""The volume state machine of docs/windows-semantics.md §7, one case per cell, and the check orders of §5.
 
 Every case builds a volume in the start state (M, T or P) on a private root, runs one VDS call through the
 COM facade (``simvol.vds.VdsVolume``, so results are HRESULT ints), and checks the exact HRESULT and the

@@ -1,7 +1,7 @@
 """Independent FAT32 oracles for the engine's tests: dosfstools (fsck.fat, mkfs.fat) and mtools.
 
 Plain functions, imported as ``tests.support.fatoracle`` (the checkout's root is on pytest's ``pythonpath``).
-Conventions (fat32.md §14):
+Conventions (docs/fat32-notes.md §14):
 
 - ``fsck.fat -n`` must exit 0 and must not report "differences between boot sector and its backup";
 - mtools runs with ``MTOOLS_SKIP_CHECK=1``, ``MTOOLSRC`` naming a file with ``DEFAULT_CODEPAGE=437``, ``TZ=UTC``

@@ -1,4 +1,4 @@
-"""FAT32 geometry and formatting (fat32.md §2, §3, §5, §6, §12 labels) and refusing other file systems."""
+"""FAT32 geometry and formatting (docs/fat32-notes.md §2, §3, §5, §6, §12 labels) and refusing other file systems."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_cluster_size_not_power_of_two(unit):
 
 
 def test_cluster_size_not_power_of_two_above_largest_allowed():
-    # On the smallest volume only 512 is allowed: anything above it is "too big" (vds.md §5.3 row 7).
+    # On the smallest volume only 512 is allowed: anything above it is "too big" (docs/windows-semantics.md §5.3 row 7).
     with pytest.raises(FormatError) as ei:
         plan_format(MIN, 3000)
     assert ei.value.reason == "cluster_too_big"

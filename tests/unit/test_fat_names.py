@@ -1,4 +1,4 @@
-"""Names on FAT32 (fat32.md §9 long names, §10 short names and case, §11 names Windows refuses).
+"""Names on FAT32 (docs/fat32-notes.md §9 long names, §10 short names and case, §11 names Windows refuses).
 
 Pure-function tests of ``simvol.fat.names`` plus on-disk checks through the engine (raw directory slots read
 back from a real sparse image, and ``fsck.fat -n`` on the closed image).

@@ -1,7 +1,7 @@
 """The mount suite: simvol's FUSE daemon against a host directory and ntfs-3g, measured in the same run.
 
 The bench process only sets up and tears down mounts; all file I/O through a mount is done by a separate
-Python worker process (``_WORKER``), so the bench itself never serves or blocks on FUSE (fuse.md §3 #9).
+Python worker process (``_WORKER``), so the bench itself never serves or blocks on FUSE (docs/fuse-notes.md §3 #9).
 
 - sequential write of ``seq_bytes`` in ``seq_call`` writes, then fsync and close, into a new file on a fresh
   volume of ``seq_image`` bytes: simvol (FAT32 image served by its daemon), a host directory next to it, and

@@ -77,7 +77,7 @@ def fsck(image: str, region_size: int | None = None) -> tuple[bool, str]:
     """``fsck.fat -n`` on the file-system region of an image (a sparse copy without the trailer).
 
     fsck.fat reads the region as it is; the trailer after it does not disturb it, so the image is checked in
-    place. Clean means exit 0 and no boot-sector/backup difference (fat32.md §14).
+    place. Clean means exit 0 and no boot-sector/backup difference (docs/fat32-notes.md §14).
     """
     r = subprocess.run(["fsck.fat", "-n", image], capture_output=True, text=True, errors="replace", timeout=120)
     out = r.stdout + r.stderr
