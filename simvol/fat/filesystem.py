@@ -549,7 +549,8 @@ class FatFileSystem:
     # ================================================================= queries
 
     def stat_node(self, node: Node) -> Stat:
-        # An entry's invalid (e.g. zero) date reads as 1980-01-01 (docs/fat32-notes.md §8); only the root has no date at all.
+        # An entry's invalid (e.g. zero) date reads as 1980-01-01 (docs/fat32-notes.md §8); only the root has no date
+        # at all.
         mtime = decode_time(node.wdate, node.wtime) if node.wdate or node is not self.root else 0
         if node.mtime_ns is not None and mtime <= node.mtime_ns < mtime + 2_000_000_000:
             mtime = node.mtime_ns

@@ -251,7 +251,8 @@ def plan_format(size: int, cluster_size: int = 0, *, windows_limits: bool = Fals
 
 
 def normalize_label(label: str | None) -> bytes | None:
-    """Validate a volume label (docs/fat32-notes.md §12, docs/windows-semantics.md §5.3 row 5); return the 11-byte field or None.
+    """Validate a volume label (docs/fat32-notes.md §12, docs/windows-semantics.md §5.3 row 5); return the 11-byte
+    field or None.
 
     Empty, None or all-space means no label. Raises FormatError(reason="bad_label").
     """

@@ -1,8 +1,8 @@
 """The file allocation table: a lazily loaded, chunked cache of FAT entries with free-space tracking.
 
-Why chunks: a 1 TiB volume has a 128 MiB FAT. Opening it must not read it (docs/fat32-notes.md §13: the untouched part of
-a fresh FAT is a hole), and the daemon's memory must stay small, so entries are loaded 128 KiB at a time on
-first use and written back as dirty spans, mirrored into every FAT copy.
+Why chunks: a 1 TiB volume has a 128 MiB FAT. Opening it must not read it (docs/fat32-notes.md §13: the
+untouched part of a fresh FAT is a hole), and the daemon's memory must stay small, so entries are loaded 128 KiB
+at a time on first use and written back as dirty spans, mirrored into every FAT copy.
 
 Free space is tracked incrementally (count and a next-free hint), never by rescanning.
 """

@@ -19,8 +19,8 @@ from typing import Any
 from ..errors import ImageFormatError
 from ..types import VolumeFlag
 
-#: The volume flags an image may carry (docs/architecture.md, Layers: `simvol/image`): the permanent-dismount pair and the
-#: simulated roles. Runtime flags (DIRTY, FORMATTING, *_NOT_SUPPORTED, …) are computed, never stored.
+#: The volume flags an image may carry (docs/architecture.md, Layers: `simvol/image`): the permanent-dismount
+#: pair and the simulated roles. Runtime flags (DIRTY, FORMATTING, *_NOT_SUPPORTED, …) are computed, never stored.
 PERSISTENT_FLAGS = (
     VolumeFlag.PERMANENTLY_DISMOUNTED
     | VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED

@@ -56,7 +56,8 @@ def current_fuse() -> int | None:
 
 
 def caller_pid() -> int:
-    """pid of the process whose request is being served (0 in release: the kernel sends none; docs/fuse-notes.md §3 #4)."""
+    """pid of the process whose request is being served (0 in release: the kernel sends none; docs/fuse-notes.md §3
+    #4)."""
     ctx = _lib.fuse_get_context()
     return ctx.contents.pid if ctx else 0
 

@@ -1,4 +1,5 @@
-"""Parsing the paths VDS callers pass: drive letters, mount folders, volume GUID paths (docs/windows-semantics.md §5.4, §6).
+"""Parsing the paths VDS callers pass: drive letters, mount folders, volume GUID paths (docs/windows-semantics.md
+§5.4, §6).
 
 Only shapes are decided here; which check fires first is the caller's business (the order of docs/windows-semantics.md's
 tables interleaves shape checks with volume-state checks).

@@ -1,8 +1,8 @@
 """``VolumeService``: one simulated host (a root) and its volumes.
 
-Every entry point reconciles with reality first (docs/architecture.md, Processes): a dead daemon's stale mount is cleaned up and the
-volume remounted (the daemon repairs the dirty image first); a host reboot (a new kernel boot id) forgets
-temporary dismounts, as Windows does. The state the service and its volumes share is a :class:`Host`.
+Every entry point reconciles with reality first (docs/architecture.md, Processes): a dead daemon's stale mount
+is cleaned up and the volume remounted (the daemon repairs the dirty image first); a host reboot (a new kernel boot
+id) forgets temporary dismounts, as Windows does. The state the service and its volumes share is a :class:`Host`.
 """
 
 from __future__ import annotations

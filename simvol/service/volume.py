@@ -259,7 +259,8 @@ class Volume:
             return S_OK
 
     def dismount(self, force: bool = False, permanent: bool = False) -> int:
-        """``IVdsVolumeMF::Dismount(bForce, bPermanent)`` with the checks of docs/windows-semantics.md §5.10, in order."""
+        """``IVdsVolumeMF::Dismount(bForce, bPermanent)`` with the checks of docs/windows-semantics.md §5.10, in
+        order."""
         with self._lock():
             state = self._enter()
             meta = self._meta()
@@ -378,7 +379,8 @@ class Volume:
         return host
 
     def add_access_path(self, path: str, *, _initial: bool = False) -> int:
-        """``IVdsVolumeMF::AddAccessPath`` (docs/windows-semantics.md §5.4): a drive letter or an empty-directory mount folder.
+        """``IVdsVolumeMF::AddAccessPath`` (docs/windows-semantics.md §5.4): a drive letter or an empty-directory
+        mount folder.
 
         ``_initial`` (``create_volume`` only): the letter a role volume is created with, as Windows setup gives
         the system volume C: — row 6 guards later changes, not the first assignment.
@@ -506,7 +508,8 @@ class Volume:
             raise
 
     def delete_access_path(self, path: str, force: bool = False) -> int:
-        """``IVdsVolumeMF::DeleteAccessPath`` (docs/windows-semantics.md §5.7). A folder becomes an empty directory again."""
+        """``IVdsVolumeMF::DeleteAccessPath`` (docs/windows-semantics.md §5.7). A folder becomes an empty directory
+        again."""
         ap = parse_access_path(path)
         self._check_path_shape(ap)
         with self._lock(), self._host.lock("paths"):

@@ -1,4 +1,5 @@
-"""AddAccessPath (docs/windows-semantics.md §5.4, each row's code) and DeleteAccessPath (§5.7) through ``add-path``/``remove-path``."""
+"""AddAccessPath (docs/windows-semantics.md §5.4, each row's code) and DeleteAccessPath (§5.7) through
+``add-path``/``remove-path``."""
 
 from __future__ import annotations
 

@@ -147,7 +147,8 @@ def test_mount_object_status_failed(cli: Cli) -> None:
 
 
 def test_add_path_from_p_object_status_failed_adds_nothing(cli: Cli) -> None:
-    """docs/windows-semantics.md §5.4 row 14: a P volume that cannot be brought online gets OBJECT_STATUS_FAILED and nothing added."""
+    """docs/windows-semantics.md §5.4 row 14: a P volume that cannot be brought online gets OBJECT_STATUS_FAILED and
+    nothing added."""
     v = cli.create("--label", "LOCKED2")
     p = cli.run("dismount", v["id"], "--permanent")["volume"]
     locker = _lock_image(v["image"])

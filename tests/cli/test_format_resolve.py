@@ -1,4 +1,5 @@
-"""Format (docs/windows-semantics.md §5.3, its rows) and resolve (ERROR_FILE_NOT_FOUND / PATH_NOT_FOUND / NOT_READY) through the CLI."""
+"""Format (docs/windows-semantics.md §5.3, its rows) and resolve (ERROR_FILE_NOT_FOUND / PATH_NOT_FOUND / NOT_READY)
+through the CLI."""
 
 from __future__ import annotations
 

@@ -104,7 +104,8 @@ def test_resolve_without_a_volume(fresh_cli: Cli) -> None:
 
 
 def test_attach_missing_image(fresh_cli: Cli, tmp_path) -> None:
-    # docs/windows-semantics.md does not fix attach's code; simvol answers ERROR_FILE_NOT_FOUND (0x80070002) and attaches nothing
+    # docs/windows-semantics.md does not fix attach's code; simvol answers ERROR_FILE_NOT_FOUND (0x80070002) and
+    # attaches nothing
     out = fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "attach", str(tmp_path / "nope.img"))
     assert "nope.img" in out["message"] and "volume" not in out
     junk = tmp_path / "junk.img"

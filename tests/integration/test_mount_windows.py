@@ -1,4 +1,5 @@
-"""Windows file-system behaviour as other processes see it through the mount (docs/fat32-notes.md §11, docs/behaviour.md "Files at the mount")."""
+"""Windows file-system behaviour as other processes see it through the mount (docs/fat32-notes.md §11,
+docs/behaviour.md "Files at the mount")."""
 
 from __future__ import annotations
 

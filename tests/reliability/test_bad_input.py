@@ -1,6 +1,7 @@
 """Bad input at every interface: the CLI, the Python API, the control socket, and the host itself (a full disk).
 
-Every case must end in a clear error — a VdsError with the code docs/windows-semantics.md fixes where it fixes one; on the
+Every case must end in a clear error — a VdsError with the code docs/windows-semantics.md fixes where it fixes one;
+on the
 CLI exit 1 (a failure HRESULT) or 2 (a usage error) with exactly one JSON object on stdout and no traceback on
 stderr — and must leave nothing behind: no image, no access path, nothing touched outside the root.
 """
@@ -157,7 +158,8 @@ BAD_LABELS = [*'*?/\\|.,;:+=[]<>"', "\t", "A\x01B", "ABCDEFGHIJKL", "ÄÄÄÄÄ�
 
 @pytest.mark.parametrize("label", BAD_LABELS, ids=[f"{ord(c[0]):02x}-{len(c.encode())}" for c in BAD_LABELS])
 def test_api_labels(root: Path, label):
-    """docs/windows-semantics.md §5.3 row 5: over 11 bytes in cp437 after upper-casing, a forbidden character, a tab or a control
+    """docs/windows-semantics.md §5.3 row 5: over 11 bytes in cp437 after upper-casing, a forbidden character, a tab
+    or a control
     character → VDS_E_BAD_LABEL, checked before any image exists."""
     svc = VolumeService(root)
     before = listing(root)

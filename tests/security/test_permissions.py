@@ -1,4 +1,5 @@
-"""Modes of everything simvol creates in a root (docs/architecture.md, The root: state directories 0700), and the roots it refuses."""
+"""Modes of everything simvol creates in a root (docs/architecture.md, The root: state directories 0700), and the
+roots it refuses."""
 
 from __future__ import annotations
 

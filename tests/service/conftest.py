@@ -6,7 +6,8 @@
   of one of its roots is left.
 - ``kit``: helpers. All file I/O on a mount is done by *other* processes (``kit.py``, ``kit.holder``), so the
   test process never holds a volume and never blocks on a FUSE request.
-- ``kit.expect(v, state, paths=...)`` checks a volume against docs/windows-semantics.md §7: the raw reality first (mountinfo,
+- ``kit.expect(v, state, paths=...)`` checks a volume against docs/windows-semantics.md §7: the raw reality first
+  (mountinfo,
   daemon, image trailer, registry row), then the VDS view (state, GetProperties status and flags,
   QueryAccessPaths).
 """

@@ -1,4 +1,5 @@
-"""The permanent-dismount flag lives in the image (docs/architecture.md, The root; docs/windows-semantics.md §7 "From P": image copied to another root).
+"""The permanent-dismount flag lives in the image (docs/architecture.md, The root; docs/windows-semantics.md §7 "From
+P": image copied to another root).
 
 Copy a permanently dismounted image to a fresh root and attach it: it arrives in P there too (not mounted);
 AddAccessPath brings it online (M) and clears the flag in the image. The original is untouched.

@@ -1,4 +1,5 @@
-"""Recovery after the mount daemons die (docs/architecture.md, Processes): SIGKILL every daemon, open a new service on the same root.
+"""Recovery after the mount daemons die (docs/architecture.md, Processes): SIGKILL every daemon, open a new service
+on the same root.
 
 Reconcile must bring mounted volumes back mounted (fresh daemons; the dirty image is checked and repaired
 first), keep a temporarily dismounted volume in T (same boot) until ``up()`` (a reboot's effect), keep a

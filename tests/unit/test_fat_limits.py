@@ -1,4 +1,5 @@
-"""FAT32 limits (docs/fat32-notes.md §12): 4 GiB − 1 files (EFBIG), 65,536 slots per directory and a full volume (ENOSPC),
+"""FAT32 limits (docs/fat32-notes.md §12): 4 GiB − 1 files (EFBIG), 65,536 slots per directory and a full volume
+(ENOSPC),
 255-unit names (ENAMETOOLONG)."""
 
 from __future__ import annotations
