@@ -89,7 +89,7 @@ def test_format_in_use_then_forced(cli: Cli, k_vol: dict, holder) -> None:
     v = cli.run("format", "K:", "--label", "NEW", "--force")["volume"]  # row 9 with bForce
     assert v["label"] == "NEW" and v["mounted"] and v["access_paths"] == ["K:\\"] and v["id"] == k_vol["id"]
     assert h.read() in (errno.EIO, errno.ENOTCONN)
-    cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "K:\\keep.txt")
+    cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "--must-exist", "K:\\keep.txt")
 
 
 def test_format_from_t_ends_mounted(cli: Cli, k_vol: dict) -> None:
@@ -102,9 +102,9 @@ def test_resolve_rows(cli: Cli, k_vol: dict) -> None:
     base = cli.resolve("K:\\")
     sh(f"mkdir -p '{base}/dir' && echo x > '{base}/dir/file.txt'")
     assert cli.resolve("K:\\dir\\file.txt").endswith("/dir/file.txt")
-    out = cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "K:\\dir\\missing.txt")
+    out = cli.fail("HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)", "resolve", "--must-exist", "K:\\dir\\missing.txt")
     assert out["hresult"] == 0x80070002
-    out = cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "K:\\nodir\\file.txt")
+    out = cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "--must-exist", "K:\\nodir\\file.txt")
     assert out["hresult"] == 0x80070003
     out = cli.fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", "resolve", "Y:\\file.txt")  # unknown letter
     assert out["hresult"] == 0x80070003
@@ -113,7 +113,7 @@ def test_resolve_rows(cli: Cli, k_vol: dict) -> None:
     assert cli.resolve("K:\\dir\\file.txt").endswith("/dir/file.txt")
     assert cli.show("K:")["dismount_state"] == "none"
     # human output of a failure: the code name, its hex value and its meaning
-    r = cli.raw("resolve", "K:\\dir\\missing.txt")
+    r = cli.raw("resolve", "--must-exist", "K:\\dir\\missing.txt")
     assert r.returncode == 1 and r.stdout == ""
     assert "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)" in r.stderr and "0x80070002" in r.stderr
     assert "cannot find the file" in r.stderr
