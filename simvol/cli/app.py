@@ -23,6 +23,7 @@ from click.shell_completion import CompletionItem
 from .. import __version__
 from ..errors import HRESULTS, S_OK, SimvolError, VdsError, as_vds_error, code_message
 from ..interrupts import shielded, unshielded
+from ..mount import FS_OPS
 from ..service import Volume, VolumeService
 from ..types import ROLE_FLAGS
 from . import output
@@ -534,6 +535,90 @@ def destroy(state: State, force: bool) -> Result:
     root = state.service.root.path
     state.service.destroy(force=force)
     return Result(S_OK, {"root": root, "destroyed": True}, lambda: output.say(f"destroyed {root}"))
+
+
+# ====================================================================== faults
+
+
+@cli.group()
+def fault() -> None:
+    """Faults on purpose: failing or slow file-system calls, a volume that fills up, a pulled disk, VDS methods
+    that return an error (docs/faults.md)."""
+
+
+@fault.command(name="add")
+@click.argument("vol", shell_complete=_complete_volume)
+@click.option("--op", type=click.Choice(FS_OPS, case_sensitive=False), help="File-system operation to fault.")
+@click.option("--errno", "errno_name", metavar="NAME", help="errno the call fails with: EIO, ENOSPC, EACCES, …")
+@click.option("--path", "pattern", metavar="GLOB", help="Paths inside the volume, case-insensitive (*.log, db/**).")
+@click.option("--after", type=click.IntRange(min=0), default=0, show_default=True, help="Let N matching calls through.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Hit at most N times (default: no limit).")
+@click.option("--delay-ms", type=click.IntRange(min=0), default=0, help="Delay matching calls by MS milliseconds.")
+@click.option("--after-bytes", type=click.IntRange(min=0), default=None,
+              help="With --op write: the volume fills up after B more bytes (ENOSPC; df agrees).")
+@click.option("--probability", type=click.FloatRange(0, 1, min_open=True), default=None, help="Hit at random.")
+@click.option("--seed", type=int, default=None, help="Seed for --probability (repeatable runs).")
+@click.option("--method", default=None, help="VDS method to fault instead: Dismount, Mount, Format, …")
+@click.option("--hresult", default=None, help="With --method: the code it returns (name or number).")
+@click.option("--holder", type=click.IntRange(min=1), default=None, help="With --method: a pid named as holder.")
+@click.option("--persist", is_flag=True, help="Outlive dismounts (default: the next dismount ends it).")
+@verb(volume_on_failure=False)
+def fault_add(state: State, vol: str, op: str | None, errno_name: str | None, pattern: str | None, after: int,
+              count: int | None, delay_ms: int, after_bytes: int | None, probability: float | None, seed: int | None,
+              method: str | None, hresult: str | None, holder: int | None, persist: bool) -> Result:
+    """Arm a fault on VOL: --op (a file-system call) or --method (a VDS method)."""
+    v = state.service.volume(vol)
+    if method is not None:
+        if op is not None or hresult is None:
+            raise click.UsageError("--method needs --hresult (and takes no --op)")
+        f = v.faults.add_method(method, hresult, count=count or 1, holder=holder, persist=persist)
+    else:
+        if op is None:
+            raise click.UsageError("say which calls to fault: --op OP (or --method NAME)")
+        if errno_name is None and not delay_ms and after_bytes is None:
+            raise click.UsageError("a fault needs --errno, --delay-ms or --after-bytes")
+        f = v.faults.add(op, errno_name, path=pattern, after=after, count=count, delay_ms=delay_ms,
+                         after_bytes=after_bytes, probability=probability, seed=seed, persist=persist)
+    data = dict(f)
+    return Result(S_OK, {"fault": data}, lambda: output.say(f"fault {data['id']} armed"))
+
+
+@fault.command(name="list")
+@click.argument("vol", shell_complete=_complete_volume)
+@verb()
+def fault_list(state: State, vol: str) -> Result:
+    """The faults armed on VOL, with their hits so far."""
+    faults = [dict(f) for f in state.service.volume(vol).faults.list()]
+    return Result(S_OK, {"faults": faults}, lambda: output.print_table(output.faults_table(faults)))
+
+
+@fault.command(name="clear")
+@click.argument("vol", shell_complete=_complete_volume)
+@click.argument("fault_id", metavar="[ID]", type=int, required=False)
+@verb()
+def fault_clear(state: State, vol: str, fault_id: int | None) -> Result:
+    """Remove fault ID, or every fault (and the log) of VOL."""
+    n = state.service.volume(vol).faults.clear(fault_id)
+    return Result(S_OK, {"cleared": n}, lambda: output.say(f"{n} fault(s) cleared"))
+
+
+@fault.command(name="log")
+@click.argument("vol", shell_complete=_complete_volume)
+@verb()
+def fault_log(state: State, vol: str) -> Result:
+    """Every hit so far: time, pid, process, op, path, errno."""
+    entries = state.service.volume(vol).faults.log()
+    return Result(S_OK, {"log": entries}, lambda: output.print_table(output.fault_log_table(entries)))
+
+
+@fault.command(name="surprise-removal")
+@click.argument("vol", shell_complete=_complete_volume)
+@verb(volume_on_failure=True)
+def fault_surprise_removal(state: State, vol: str) -> Result:
+    """Pull the disk: the daemon dies, open handles fail, VOL is FAILED until `simvol mount`."""
+    v = state.service.volume(vol)
+    v.faults.surprise_removal()
+    return _after(state, v)
 
 
 @cli.command(name="add-path")

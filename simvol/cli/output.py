@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from typing import Any
@@ -107,3 +108,31 @@ def human_size(n: int) -> str:
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def faults_table(faults: list[dict[str, Any]]) -> Table:
+    t = Table(box=None, pad_edge=False)
+    for col in ("ID", "WHAT", "PATH", "AFTER", "COUNT", "DELAY", "PERSIST", "HITS"):
+        t.add_column(col)
+    for f in faults:
+        if f.get("method"):
+            what = f"{f['method']} → {f.get('code')}"
+        else:
+            what = f"{f['op']} → {f.get('errno') or 'delay'}"
+            if f.get("after_bytes") is not None:
+                what += f" after {f['after_bytes']} bytes"
+        t.add_row(str(f["id"]), what, str(f.get("path") or "*"), str(f.get("after") or 0),
+                  str(f.get("count") or "-"), f"{f.get('delay_ms') or 0} ms", "yes" if f.get("persist") else "no",
+                  str(f.get("hits", 0)))
+    return t
+
+
+def fault_log_table(entries: list[dict[str, Any]]) -> Table:
+    t = Table(box=None, pad_edge=False)
+    for col in ("TIME", "PID", "PROCESS", "OP", "PATH", "RESULT"):
+        t.add_column(col)
+    for e in entries:
+        when = datetime.datetime.fromtimestamp(e.get("time") or 0).strftime("%H:%M:%S.%f")[:-3]
+        t.add_row(when, str(e.get("pid") or "-"), str(e.get("process") or "-"), str(e.get("op")),
+                  str(e.get("path") or "-"), str(e.get("errno") or e.get("code") or "delay"))
+    return t

@@ -8,7 +8,8 @@ Importing this package does not load libfuse; ``simvol.mount.ops`` does.
 
 from .. import _log  # noqa: F401  (the library's NullHandler)
 from .control import ControlError
-from .holders import Holder, scan
+from .faults import FS_OPS, FaultLog, FsFault, errno_value
+from .holders import Holder, process_name, scan
 from .launcher import (
     DaemonClient,
     DaemonInfo,
@@ -25,11 +26,14 @@ from .mounter import Access, DaemonMounter, FsStatus, Mounter, Presence
 from .mountinfo import MountEntry, find_mount, read_mounts, simvol_mounts
 
 __all__ = [
+    "FS_OPS",
     "Access",
     "ControlError",
     "DaemonClient",
     "DaemonInfo",
     "DaemonMounter",
+    "FaultLog",
+    "FsFault",
     "FsStatus",
     "Holder",
     "MountEntry",
@@ -38,8 +42,10 @@ __all__ = [
     "Presence",
     "cleanup_stale",
     "daemon_alive",
+    "errno_value",
     "find_mount",
     "read_mounts",
+    "process_name",
     "read_pidfile",
     "remove_pidfile",
     "run_files",

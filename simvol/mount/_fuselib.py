@@ -271,15 +271,29 @@ class FastFUSE(mfusepy.FUSE):  # type: ignore[misc]  # mfusepy ships no type inf
 
     def open(self, path: bytes, fip: Any) -> int:  # noqa: D102
         fi = fip.contents
-        fi.fh = self.operations.open(path.decode(self.encoding, self.errors), fi.flags)
+        name = path.decode(self.encoding, self.errors)
+        ops = self.operations
+        fi.fh = ops.open(name, fi.flags)
         _direct_if_write_only(fi)
+        _direct_if_read_faulted(ops, name, fi)
         return 0
 
     def create(self, path: bytes, mode: int, fip: Any) -> int:  # noqa: D102
         fi = fip.contents
-        fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
+        name = path.decode(self.encoding, self.errors)
+        ops = self.operations
+        fi.fh = ops.create(name, mode, fi.flags)
         _direct_if_write_only(fi)
+        _direct_if_read_faulted(ops, name, fi)
         return 0
+
+
+def _direct_if_read_faulted(ops: Any, path: str, fi: Any) -> None:
+    # While a read fault is armed (FaultingOps), a matching file is opened uncached: every read(2) then reaches
+    # the daemon, where the fault can hit it, instead of being served from the page cache.
+    uncached = getattr(ops, "uncached_reads", None)
+    if uncached is not None and uncached(path):
+        fi.direct_io = 1
 
 
 def _direct_if_write_only(fi: Any) -> None:

@@ -37,6 +37,8 @@ from . import mountinfo
 from ._fuselib import FastFUSE, invalidate_path, mfusepy
 from .armed import ArmedOps
 from .control import KEEP, ControlServer
+from .faulting import FaultingOps
+from .faults import FaultLog, FaultSet, FsFault
 from .locked import Holder, LockedOps
 from .ops import VolumeOps
 
@@ -75,6 +77,7 @@ class Daemon:
         self.lock_fd: int | None = None
         self.fuse: Any = None  # this session's FUSE object, whose operations the daemon replaces
         self.locked_by: Holder | None = None  # the volume lock's holder, while it is held
+        self.faults = FaultSet(log=FaultLog(args.fault_log))  # file-system faults armed on the volume
         self.main_ident = threading.get_ident()
         self.started = time.time()
 
@@ -153,7 +156,37 @@ class Daemon:
         current: Any = self.ops if self.ops is not None else self.armed
         if current is None or self.fuse is None:
             return
-        self.fuse.operations = LockedOps(current, self.locked_by) if self.locked_by is not None else current
+        self.fuse.operations = self._compose(current)
+
+    def _compose(self, current: Any) -> Any:
+        """``current`` behind the faults (a mounted volume's, while any is armed) and the lock (while held). An
+        armed trigger is not faulted: its first access activates the volume, which publishes the faulted ops."""
+        if self.faults and current is self.ops:
+            current = FaultingOps(current, self.faults)
+        return LockedOps(current, self.locked_by) if self.locked_by is not None else current
+
+    # ------------------------------------------------------------ faults
+
+    def set_faults(self, specs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Arm exactly ``specs`` (the registry's list; counters continue for faults armed before)."""
+        try:
+            new = [FsFault.from_dict(d) for d in specs]
+        except (KeyError, TypeError, ValueError) as e:
+            return {"ok": False, "error": f"bad fault: {e}"}
+        with self.activation:
+            old = {f.id: f for f in self.faults.faults}
+            for f in new:
+                if f.id in old:
+                    f.seen, f.hits, f.written = old[f.id].seen, old[f.id].hits, old[f.id].written
+            self.faults.faults = new
+            self._publish()
+        ops = self.ops
+        if ops is not None and ops.fuse_ptr is not None:
+            # Reads a new read fault must see may sit in the page cache of files open already: drop those pages.
+            for path in ops.open_file_paths():
+                if self.faults.reads_faulted(path):
+                    invalidate_path(ops.fuse_ptr, path)
+        return {"ok": True, "faults": self.faults.snapshot()}
 
     # ------------------------------------------------------------ the volume lock
 
@@ -224,6 +257,13 @@ class Daemon:
             if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
                 return {"ok": False, "error": "bad request: pid must be a process id"}
             return self.lock(pid, paths)
+        if op == "faults":
+            specs = req.get("set")
+            if specs is None:
+                return {"ok": True, "faults": self.faults.snapshot()}
+            if not isinstance(specs, list) or not all(isinstance(d, dict) for d in specs):
+                return {"ok": False, "error": "bad request: set must be a list of faults"}
+            return self.set_faults(specs)
         if op == "activate":  # from the service, which holds the volume's lock
             error = self._activate_locked() if self.ops is None else ""
             return {"ok": not error, "error": error} if error else {"ok": True, "repaired": self.repaired}
@@ -298,6 +338,7 @@ class Daemon:
                 armed = self.ops is None
                 if armed:
                     self.stopping = not rearm
+            result: dict[str, Any]
             if armed:
                 result = {"ok": True, "forced": False, "armed": True} if rearm else self._unmount_armed()
             else:
@@ -306,6 +347,11 @@ class Daemon:
         except Exception as e:
             log.exception("dismount failed")
             result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        if result.get("ok"):
+            # A dismount ends the faults that do not persist; the reply carries every fault's final counters.
+            with self.activation:
+                result["faults"] = self.faults.snapshot()
+                self.faults.faults = [f for f in self.faults.faults if f.persist]
         if not result.get("ok") or result.get("armed"):
             self.rearm = False
             self.stopping = False
@@ -447,10 +493,8 @@ class Daemon:
             options["allow_other"] = True
             options["default_permissions"] = True
         code = 0
-        first: Any = ops
         with self.activation:
-            if self.locked_by is not None:
-                first = LockedOps(ops, self.locked_by)  # a lock taken before a dismount lasts across it
+            first = self._compose(ops)  # a lock taken before a dismount lasts across it; persistent faults too
         try:
             FastFUSE(first, self.mountpoint, on_start=self._started, **options)
         except RuntimeError as e:
@@ -542,6 +586,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--discard", action="store_true")
     p.add_argument("--armed", action="store_true", help="start without the volume: the first access mounts it")
     p.add_argument("--lock-file", help="the volume's lock, taken to mount it on a first access")
+    p.add_argument("--fault-log", help="where every fault hit is appended (one JSON line each)")
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--detach", action="store_true", help="fork once so the daemon is not the caller's child")

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import AccessDeniedError, SimvolError, VolumeInUseError
 from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
+from .faults import FaultLog
 from .launcher import MountError
 from .mounter import Access, FsStatus, Mounter, Presence, VolumeLock
 
@@ -41,6 +42,8 @@ class InProcessMounter(Mounter):
         self._armed: dict[str, tuple[str, bool]] = {}  # volume id → (image, readonly)
         self._locked: dict[str, int] = {}  # volume id → the pid holding its lock
         self.repaired: dict[str, list[dict[str, Any]]] = {}  # what the last start of each volume repaired
+        self._faults: dict[str, list[dict[str, Any]]] = {}  # armed fault specs (nothing here injects them)
+        self._logs: dict[str, FaultLog] = {}
 
     def __repr__(self) -> str:
         return f"InProcessMounter({self.volumes_dir!r})"
@@ -135,6 +138,27 @@ class InProcessMounter(Mounter):
 
     def locked_by(self, volume_id: str) -> int | None:
         return self._locked.get(volume_id)
+
+    def set_faults(self, volume_id: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        if self.presence(volume_id) not in (Presence.LIVE, Presence.ARMED):
+            return None
+        self._faults[volume_id] = [dict(s) for s in specs]
+        return self._faults[volume_id]
+
+    def faults(self, volume_id: str) -> list[dict[str, Any]] | None:
+        if self.presence(volume_id) not in (Presence.LIVE, Presence.ARMED):
+            return None
+        return self._faults.get(volume_id, [])
+
+    def fault_log(self, volume_id: str) -> FaultLog:
+        return self._logs.setdefault(volume_id, FaultLog(None))
+
+    def pull(self, volume_id: str) -> None:
+        if volume_id in self._mounted:
+            self.crash(volume_id)
+        elif volume_id in self._armed:
+            self._armed.pop(volume_id)
+            self._broken.add(volume_id)
 
     def sweep(self, keep: Iterable[str]) -> list[str]:
         kept = set(keep)

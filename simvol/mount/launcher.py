@@ -86,6 +86,11 @@ def _socket_path(run_dir: str, volume_id: str) -> str:
     return os.path.join(short_dir, f"{digest}-{volume_id.lower()[:8]}.sock")
 
 
+def fault_log_path(run_dir: str, volume_id: str) -> str:
+    """Where a volume's fault hits are logged (one JSON line each), by its daemon and by the service."""
+    return os.path.join(run_dir, volume_id.lower() + ".faults.jsonl")
+
+
 def run_files(run_dir: str, volume_id: str) -> tuple[str, str, str]:
     """(socket, log, pid record) for a volume."""
     base = os.path.join(run_dir, volume_id.lower())
@@ -136,6 +141,7 @@ def start_daemon(
     timeout: float = 20.0,
     armed: bool = False,
     lock_file: str | None = None,
+    fault_log: str | None = None,
 ) -> DaemonInfo:
     """Start a daemon for ``image`` at ``mountpoint`` and wait until the mount is live.
 
@@ -170,6 +176,8 @@ def start_daemon(
         args.append("--armed")
     if lock_file:
         args += ["--lock-file", lock_file]
+    if fault_log:
+        args += ["--fault-log", fault_log]
     env = dict(os.environ)
     env["FUSE_LIBRARY_NAME"] = "fuse3"
     env.pop("FUSE_LIBRARY_PATH", None)
@@ -355,6 +363,12 @@ class DaemonClient:
             conn.close()
             return answer, None
         return answer, conn
+
+    def faults(self, specs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Arm exactly ``specs`` (None: only ask); the faults armed now, with their counters."""
+        message: dict[str, Any] = {"op": "faults"} if specs is None else {"op": "faults", "set": specs}
+        armed: list[dict[str, Any]] = self._ok(request(self.socket, message))["faults"]
+        return armed
 
     def activate(self, timeout: float = 60.0) -> dict[str, Any]:
         """Mount the volume of an armed daemon now (the caller holds the volume's lock)."""

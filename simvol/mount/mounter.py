@@ -21,12 +21,14 @@ from typing import Any
 from ..errors import AccessDeniedError, InternalError, SimvolError, VolumeInUseError
 from . import holders as holders_mod
 from .control import ControlError
+from .faults import FaultLog
 from .launcher import (
     DaemonClient,
     DaemonInfo,
     MountError,
     cleanup_stale,
     daemon_alive,
+    fault_log_path,
     read_pidfile,
     remove_pidfile,
     start_daemon,
@@ -127,6 +129,23 @@ class Mounter(abc.ABC):
         """The volume lock for ``pid`` and its descendants: every other process's access fails with EACCES, and a
         dismounted volume does not remount for them. Raises VolumeInUseError when another process holds the
         volume, AccessDeniedError when it is locked already. It lasts until released or until this process ends."""
+
+    @abc.abstractmethod
+    def set_faults(self, volume_id: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Arm exactly these file-system faults on the volume's mount (faults.py); None when nothing serves it."""
+
+    @abc.abstractmethod
+    def faults(self, volume_id: str) -> list[dict[str, Any]] | None:
+        """The faults armed on the volume's mount, with their counters; None when nothing serves it."""
+
+    @abc.abstractmethod
+    def fault_log(self, volume_id: str) -> FaultLog:
+        """The volume's log of fault hits."""
+
+    @abc.abstractmethod
+    def pull(self, volume_id: str) -> None:
+        """A surprise removal: whatever serves the volume dies at once, as if the disk was pulled; its open handles
+        fail from now on and its mount stays behind, stale, until cleared."""
 
     @abc.abstractmethod
     def sweep(self, keep: Iterable[str]) -> list[str]:
@@ -244,6 +263,7 @@ class DaemonMounter(Mounter):
             owner=access.owner,
             armed=armed,
             lock_file=self.lock_path(volume_id) if self.lock_path is not None else None,
+            fault_log=fault_log_path(self.run_dir, volume_id),
         )
 
     def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
@@ -269,6 +289,42 @@ class DaemonMounter(Mounter):
         if not wait_gone(info.pid, info.create_time, 10):
             log.warning("daemon %d did not exit after the dismount", info.pid)
         self._remove_leftovers(volume_id)
+
+    def set_faults(self, volume_id: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        client = self._client(volume_id)
+        if client is None:
+            return None
+        try:
+            return client.faults(specs)
+        except ControlError as e:
+            raise InternalError(message=f"cannot arm the faults: {e}") from e
+
+    def faults(self, volume_id: str) -> list[dict[str, Any]] | None:
+        client = self._client(volume_id)
+        if client is None:
+            return None
+        try:
+            return client.faults()
+        except ControlError:
+            return None
+
+    def fault_log(self, volume_id: str) -> FaultLog:
+        return FaultLog(fault_log_path(self.run_dir, volume_id))
+
+    def pull(self, volume_id: str) -> None:
+        info = self.daemon(volume_id)
+        if info is None:
+            return
+        try:
+            os.kill(info.pid, 9)
+        except OSError:
+            pass
+        wait_gone(info.pid, info.create_time, 5)
+        # As when a disk is pulled, its drive goes too: the dead connection's mount is taken down here (lazily:
+        # handles opened before keep failing with ENOTCONN) rather than found "stale" by the next reconcile.
+        cleanup_stale(self.mountpoint(volume_id))
+        remove_pidfile(self.run_dir, volume_id)
+        _rmdir_quietly(self.mountpoint(volume_id))
 
     def clear(self, volume_id: str) -> None:
         info = self.daemon(volume_id)

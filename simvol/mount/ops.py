@@ -116,6 +116,16 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
         with self._engine_lock:
             return self._table.snapshot()
 
+    def handle_path(self, fh: int) -> str:
+        """The path an open handle was opened by ("/" for an unknown one)."""
+        h = self._table.get(fh)
+        return h.path if h is not None else "/"
+
+    def open_file_paths(self) -> list[str]:
+        """The paths of the files open now (their cached pages can be dropped from the control thread)."""
+        with self._engine_lock:
+            return self._table.file_paths()
+
     def handle_count(self) -> int:
         with self._engine_lock:
             return len(self._table)

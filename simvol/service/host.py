@@ -71,7 +71,7 @@ class Host:
 
     @staticmethod
     def state(row: VolumeRow, meta: ImageMetadata | None) -> VolumeState:
-        if meta is None:
+        if meta is None or row.removed:  # unreadable, or pulled out (a surprise removal) until Mount
             return VolumeState.FAILED
         if meta.flags & VolumeFlag.PERMANENTLY_DISMOUNTED:
             return VolumeState.PERMANENTLY_DISMOUNTED
@@ -165,6 +165,23 @@ class Host:
         except (SimvolError, OSError) as e:
             tail = getattr(e, "log_tail", "")
             raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e
+        self.push_faults(row.id)
+
+    # ----------------------------------------------------------------- faults
+
+    def push_faults(self, volume_id: str) -> None:
+        """Hand the volume's file-system faults (as the registry has them) to whatever serves it now."""
+        specs = [f.spec for f in self.registry.faults(volume_id, "fs")]
+        if specs or self.mounter.faults(volume_id):
+            self.mounter.set_faults(volume_id, specs)
+
+    def save_fault_counters(self, volume_id: str) -> None:
+        """Copy the live counters of the volume's file-system faults into the registry (before its daemon goes)."""
+        live = {d.get("id"): d for d in self.mounter.faults(volume_id) or []}
+        for row in self.registry.faults(volume_id, "fs"):
+            d = live.get(row.id)
+            if d is not None:
+                self.registry.update_fault(row.id, {**row.spec, **{k: d[k] for k in ("hits", "seen", "written")}})
 
     def mount(self, volume_id: str) -> None:
         """Mount and record the volume as mounted (it was T, or P with its flag just cleared)."""
@@ -174,6 +191,11 @@ class Host:
     def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
         """Dismount; returns once the image is closed. Raises VolumeInUseError unless ``force``. With ``rearm`` (a
         temporary dismount) the next access by any process mounts the volume again."""
+        if self.registry.faults(volume_id):
+            self.save_fault_counters(volume_id)
+            self.mounter.stop(volume_id, force=force, paths=paths, rearm=rearm)
+            self.registry.remove_faults(volume_id, transient_only=True)  # a dismount ends what does not persist
+            return
         self.mounter.stop(volume_id, force=force, paths=paths, rearm=rearm)
 
 

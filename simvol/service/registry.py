@@ -7,6 +7,7 @@ permanent-dismount flag is deliberately *not* here: it lives in the image (docs/
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -14,13 +15,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import HRESULTS, RegistryError, VdsError, vds_error
 from ..types import VolumeState
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -54,7 +56,29 @@ _MIGRATIONS: dict[int, list[str]] = {
                letter TEXT NOT NULL            -- 'E'
            )""",
     ],
+    3: [
+        # Faults armed on a volume (file-system faults the daemon injects, VDS method faults the service injects),
+        # with their counters; never in the image. A surprise removal leaves the volume FAILED until Mount.
+        """CREATE TABLE faults (
+               id INTEGER PRIMARY KEY AUTOINCREMENT,
+               volume_id TEXT NOT NULL,
+               kind TEXT NOT NULL CHECK (kind IN ('fs', 'method')),
+               spec TEXT NOT NULL,             -- JSON, counters included
+               persist INTEGER NOT NULL DEFAULT 0
+           )""",
+        "CREATE INDEX faults_volume ON faults(volume_id, id)",
+        "ALTER TABLE volumes ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
+    ],
 }
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRow:
+    id: int
+    volume_id: str
+    kind: str  # "fs" or "method"
+    spec: dict[str, Any]
+    persist: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +90,7 @@ class VolumeRow:
     attached: float
     allow_other: int = 0
     owner: str | None = None
+    removed: int = 0  # a surprise removal: FAILED until Mount
 
     @property
     def owner_ids(self) -> tuple[int, int] | None:
@@ -224,6 +249,41 @@ class Registry:
 
     def remove_path(self, db: sqlite3.Connection, key: str) -> None:
         db.execute("DELETE FROM access_paths WHERE key = ?", (key,))
+
+    def set_removed(self, volume_id: str, removed: bool) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE volumes SET removed = ? WHERE id = ?", (int(removed), volume_id))
+
+    # ------------------------------------------------------------ faults
+
+    def faults(self, volume_id: str, kind: str | None = None) -> list[FaultRow]:
+        rows = self._db.execute(
+            "SELECT * FROM faults WHERE volume_id = ? AND (? IS NULL OR kind = ?) ORDER BY id",
+            (volume_id, kind, kind),
+        )
+        return [FaultRow(r["id"], r["volume_id"], r["kind"], json.loads(r["spec"]), bool(r["persist"])) for r in rows]
+
+    def add_fault(self, volume_id: str, kind: str, spec: dict[str, Any], persist: bool) -> int:
+        """The new fault's id; ``spec["id"]`` is set to it."""
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO faults (volume_id, kind, spec, persist) VALUES (?, ?, '{}', ?)",
+                             (volume_id, kind, int(persist)))
+            fid = int(cur.lastrowid or 0)
+            db.execute("UPDATE faults SET spec = ? WHERE id = ?", (json.dumps({**spec, "id": fid}), fid))
+        return fid
+
+    def update_fault(self, fault_id: int, spec: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE faults SET spec = ? WHERE id = ?", (json.dumps(spec), fault_id))
+
+    def remove_faults(self, volume_id: str, fault_id: int | None = None, *, transient_only: bool = False) -> int:
+        """Remove one fault, every fault, or (``transient_only``) those that end at a dismount; how many went."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM faults WHERE volume_id = ? AND (? IS NULL OR id = ?) AND (? = 0 OR persist = 0)",
+                (volume_id, fault_id, fault_id, int(transient_only)),
+            )
+            return int(cur.rowcount)
 
     # ------------------------------------------------------------ remembered drive letters
 

@@ -6,6 +6,7 @@ bottom (the first that fires decides and changes nothing), then acts. Failures r
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -13,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..errors import (
     HRESULTS,
@@ -42,6 +43,7 @@ from ..types import (
     VolumeState,
     VolumeType,
 )
+from .faults import Faults
 from .formats import check_fits, format_driver
 from .host import Host
 from .paths import AccessPath, Shape, guid_path, parse_access_path, shown
@@ -61,6 +63,31 @@ def _fail(code: str, message: str | None = None, **kw: Any) -> VdsError:
     return vds_error(_E[code], message, **kw)
 
 
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _vds(method: str) -> Callable[[Callable[Concatenate[Volume, _P], _R]], Callable[Concatenate[Volume, _P], _R]]:
+    """Mark a method as the VDS method ``method``: an armed method fault for it fires first and changes nothing
+    (service/faults.py). Calls one VDS method makes to another (OfflineVolume's Dismount), and a new volume's first
+    letter (``_initial``), are not calls of the caller's."""
+
+    def deco(fn: Callable[Concatenate[Volume, _P], _R]) -> Callable[Concatenate[Volume, _P], _R]:
+        @functools.wraps(fn)
+        def wrapper(self: Volume, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if self._vds_depth == 0 and not kwargs.get("_initial"):
+                self.faults.check_method(method)
+            self._vds_depth += 1
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self._vds_depth -= 1
+
+        return wrapper
+
+    return deco
+
 class Volume:
     """One attached volume. Cheap to create; every call reads the current state."""
 
@@ -68,6 +95,13 @@ class Volume:
         self._host = host
         self.id = uuid.UUID(volume_id)
         self._vid = str(self.id)
+        self._vds_depth = 0  # inside a VDS method (see _vds)
+
+    @property
+    def faults(self) -> Faults:
+        """The faults armed on this volume: file-system faults its mount injects into every process's calls,
+        method faults its VDS methods return, surprise removal (docs/faults.md)."""
+        return Faults(self._host, self._vid)
 
     def __repr__(self) -> str:
         return f"<Volume {{{self._vid.upper()}}}>"
@@ -124,6 +158,17 @@ class Volume:
     def _mount_now(self) -> None:
         self._host.mount(self._vid)
 
+    def _reinsert(self) -> None:
+        """Mount a volume a surprise removal took away; its daemon checks and repairs the dirty image first."""
+        reg = self._host.registry
+        self._host.mounter.clear(self._vid)  # the stale mount the dead daemon left
+        reg.set_removed(self._vid, False)
+        try:
+            self._host.mount(self._vid)
+        except BaseException:
+            reg.set_removed(self._vid, True)
+            raise
+
     # ================================================================= queries
 
     @property
@@ -142,6 +187,7 @@ class Volume:
                 flags |= VolumeFlag.DIRTY
         return flags
 
+    @_vds("GetProperties")
     def get_properties(self) -> VolumeProp:
         """``IVdsVolume::GetProperties``: S_OK in every state; never remounts."""
         with self._lock():
@@ -162,29 +208,34 @@ class Volume:
             name=f"\\\\?\\GLOBALROOT\\Device\\HarddiskVolume{row.number}",
         )
 
+    @_vds("QueryAccessPaths")
     def query_access_paths(self) -> list[str]:
         """Drive letter first (``E:\\``), then folders in the order added; S_OK in every state."""
         with self._lock():
             self._enter()
             return [p.display for p in self._paths()]
 
+    @_vds("QueryReparsePoints")
     def query_reparse_points(self) -> list[ReparsePointProp]:
         """FAT32 cannot hold mount folders, so always empty (docs/windows-semantics.md §5.6)."""
         with self._lock():
             self._enter()
             return []
 
+    @_vds("QueryVolumeGuidPathnames")
     def query_volume_guid_pathnames(self) -> list[str]:
         with self._lock():
             self._enter()
             return [] if self._meta().flags & VolumeFlag.HIDDEN else [guid_path(self.id)]
 
+    @_vds("GetFileSystemTypeName")
     def get_file_system_type_name(self) -> str:
         with self._lock():
             if self._enter() is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
             return FAT32.name
 
+    @_vds("QueryFileSystemFormatSupport")
     def query_file_system_format_support(self) -> list[FileSystemFormatSupportProp]:
         with self._lock():
             self._enter()
@@ -195,6 +246,7 @@ class Volume:
                 )
             ]
 
+    @_vds("GetFileSystemProperties")
     def get_file_system_properties(self) -> FileSystemProp:
         """P → VDS_E_VOLUME_NOT_ONLINE; T → remount first (docs/windows-semantics.md §5.2)."""
         with self._lock():
@@ -237,6 +289,7 @@ class Volume:
 
     # ================================================================= Mount / Dismount / Offline
 
+    @_vds("Mount")
     def mount(self) -> int:
         """``IVdsVolumeMF::Mount`` (docs/windows-semantics.md §5.8)."""
         with self._lock():
@@ -246,6 +299,10 @@ class Volume:
                     self._host.start(self._host.row(self._vid))
                 return S_OK
             if state is FAILED:
+                row = self._host.row(self._vid)
+                if row.removed and self._host.metadata(row) is not None:
+                    self._reinsert()  # after a surprise removal: repaired as after a crash, mounted
+                    return S_OK
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED", f"cannot read the image {self.image}")
             if state is P:
                 self._set_image_flags(clear=VolumeFlag.PERMANENTLY_DISMOUNTED)
@@ -258,6 +315,7 @@ class Volume:
             self._mount_now()
             return S_OK
 
+    @_vds("Dismount")
     def dismount(self, force: bool = False, permanent: bool = False) -> int:
         """``IVdsVolumeMF::Dismount(bForce, bPermanent)`` with the checks of docs/windows-semantics.md §5.10, in
         order."""
@@ -288,6 +346,7 @@ class Volume:
                 self._set_image_flags(set=VolumeFlag.PERMANENTLY_DISMOUNTED)
             return S_OK
 
+    @_vds("OfflineVolume")
     def offline(self) -> int:
         """``IVdsVolumeMF3::OfflineVolume``: P → S_OK; from T, Dismount(TRUE, TRUE)'s checks without its
         "temporarily dismounted" one (MS-VDS: the server must offline the volume); otherwise Dismount(TRUE, TRUE)."""
@@ -378,6 +437,7 @@ class Volume:
             raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{ap.raw} leaves drive C: through a symlink")
         return host
 
+    @_vds("AddAccessPath")
     def add_access_path(self, path: str, *, _initial: bool = False) -> int:
         """``IVdsVolumeMF::AddAccessPath`` (docs/windows-semantics.md §5.4): a drive letter or an empty-directory
         mount folder.
@@ -507,6 +567,7 @@ class Volume:
                     log.warning("cannot restore the access path %s: %s", row.host_path, e)
             raise
 
+    @_vds("DeleteAccessPath")
     def delete_access_path(self, path: str, force: bool = False) -> int:
         """``IVdsVolumeMF::DeleteAccessPath`` (docs/windows-semantics.md §5.7). A folder becomes an empty directory
         again."""
@@ -527,6 +588,7 @@ class Volume:
 
     # ================================================================= format and file-system flags
 
+    @_vds("Format")
     def format(
         self,
         fs_type: int | str = FileSystemType.FAT32,
@@ -582,9 +644,11 @@ class Volume:
                 raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 cannot be compressed")
             return S_OK
 
+    @_vds("SetFileSystemFlags")
     def set_file_system_flags(self, flags: int) -> int:
         return self._fs_flags(flags, True)
 
+    @_vds("ClearFileSystemFlags")
     def clear_file_system_flags(self, flags: int) -> int:
         return self._fs_flags(flags, False)
 
