@@ -4,6 +4,8 @@ Fixtures:
 
 * ``simvol_service`` — a :class:`~simvol.VolumeService` on a private root under ``tmp_path``. Every volume
   is force-detached and every mount torn down at the end, even when the test failed.
+* ``simvol_faults`` — the faults of ``simvol_volume`` (see :class:`simvol.service.faults.Faults`); every fault is
+  cleared when the test ends.
 * ``simvol_volume`` — a mounted FAT32 volume on that service. Options come from the ``simvol_volume``
   marker (``@pytest.mark.simvol_volume(size="64M", label="DATA", letter="E", roles=["hidden"])``) or from
   indirect parametrization (``@pytest.mark.parametrize("simvol_volume", [{"letter": "F"}], indirect=True)``).
@@ -13,6 +15,9 @@ Fixtures:
 Markers:
 
 * ``simvol_volume(**options)`` — options for the ``simvol_volume`` fixture.
+* ``simvol_fault(**options)`` — a fault armed on ``simvol_volume`` for the test, repeatable:
+  ``simvol_fault(op="write", errno="EIO", path="*.log")`` (the keywords of ``Faults.add``) or
+  ``simvol_fault(method="Dismount", hresult="VDS_E_DEVICE_IN_USE")`` (those of ``Faults.add_method``).
 * ``simvol_fuse`` — skip the test, with the reason, where FUSE cannot mount here (no ``/dev/fuse``,
   no ``fusermount3``, no libfuse 3). The fixtures apply the same check themselves.
 
@@ -24,6 +29,7 @@ The CI guard: with ``CI`` set (to anything but ``0``/``false``/``no``), with ``S
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Generator, Iterator, Mapping
@@ -60,7 +66,7 @@ def _parse_size(value: Any) -> int:
     return parse_size(str(value))
 
 
-_FIXTURES = frozenset({"simvol_service", "simvol_volume"})
+_FIXTURES = frozenset({"simvol_service", "simvol_volume", "simvol_faults"})
 _SELECTED = pytest.StashKey[set[str]]()  # node ids of the FUSE tests selected to run
 _RAN = pytest.StashKey[set[str]]()  # node ids of those that ran (not skipped)
 _GUARD_MESSAGE = pytest.StashKey[str]()
@@ -103,6 +109,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "simvol_volume(size='64M', label=None, letter=None, roles=()): options for simvol_volume"
     )
     config.addinivalue_line("markers", "simvol_fuse: skip where FUSE mounts are unavailable, with the reason")
+    config.addinivalue_line(
+        "markers",
+        "simvol_fault(op=None, errno=None, method=None, hresult=None, **options): a fault armed on simvol_volume "
+        "for the test (repeatable)",
+    )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -187,7 +198,7 @@ def simvol_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def simvol_volume(request: pytest.FixtureRequest, simvol_service: Any) -> Any:
+def simvol_volume(request: pytest.FixtureRequest, simvol_service: Any) -> Iterator[Any]:
     """A mounted FAT32 volume; see the module docstring for options."""
     options: dict[str, Any] = {}
     marker = request.node.get_closest_marker("simvol_volume")
@@ -204,7 +215,7 @@ def simvol_volume(request: pytest.FixtureRequest, simvol_service: Any) -> Any:
         files = _write_tree(files, request.getfixturevalue("tmp_path_factory").mktemp("simvol-files"))
     if files is not None:
         options["files"] = files
-    return simvol_service.create_volume(
+    volume = simvol_service.create_volume(
         size,
         options.pop("filesystem", "FAT32"),
         label=options.pop("label", None),
@@ -212,3 +223,22 @@ def simvol_volume(request: pytest.FixtureRequest, simvol_service: Any) -> Any:
         roles=roles,
         **options,
     )
+    # Faults from @pytest.mark.simvol_fault(...), outermost first; all cleared when the test ends.
+    for mark in reversed(list(request.node.iter_markers("simvol_fault"))):
+        spec = dict(mark.kwargs)
+        if "method" in spec:
+            volume.faults.add_method(spec.pop("method"), spec.pop("hresult"), **spec)
+        else:
+            volume.faults.add(spec.pop("op"), spec.pop("errno", None), **spec)
+    yield volume
+    with contextlib.suppress(Exception):  # the service's teardown removes the volume anyway
+        volume.faults.clear()
+
+
+@pytest.fixture
+def simvol_faults(simvol_volume: Any) -> Iterator[Any]:
+    """The faults of ``simvol_volume`` (``.add(op, errno, path=..., ...)``, ``.add_method(...)``, ``.log()``,
+    ``.surprise_removal()``); every fault is cleared when the test ends."""
+    yield simvol_volume.faults
+    with contextlib.suppress(Exception):
+        simvol_volume.faults.clear()

@@ -250,9 +250,59 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines([
         "@pytest.mark.simvol_volume(*): options for simvol_volume",
         "@pytest.mark.simvol_fuse: skip where FUSE mounts are unavailable*",
+        "@pytest.mark.simvol_fault(*): a fault armed on simvol_volume for the test (repeatable)",
     ])
     # and an unknown marker is still refused under --strict-markers (the check is live)
     pytester.makepyfile(test_typo="import pytest\n\n@pytest.mark.simvol_volumes\ndef test_x():\n    pass\n")
     result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*'simvol_volumes' not found in `markers` configuration option*"])
+
+
+FAULT_TESTS = r'''
+import os
+import subprocess
+
+import pytest
+
+from simvol import VolumeInUseError
+
+
+@pytest.mark.simvol_fault(op="write", errno="EIO", path="*.log")
+@pytest.mark.simvol_fault(method="Dismount", hresult="VDS_E_DEVICE_IN_USE")
+def test_marker_arms_faults_for_the_test(simvol_volume):
+    root = simvol_volume.mount_path
+    assert subprocess.run(["sh", "-c", f"echo x > {root}/a.log"]).returncode != 0
+    assert subprocess.run(["sh", "-c", f"echo x > {root}/a.txt"]).returncode == 0
+    with pytest.raises(VolumeInUseError):
+        simvol_volume.dismount()
+    assert sorted(f.get("op") or f.get("method") for f in simvol_volume.faults.list()) == ["Dismount", "write"]
+    with open(os.environ["FAULTS_SEEN"], "w") as f:
+        f.write(simvol_volume.mount_path)
+
+
+def test_fixture_arms_and_logs(simvol_faults, simvol_volume):
+    with simvol_faults.armed("create", "EACCES", path="nope.txt"):
+        r = subprocess.run(["touch", f"{simvol_volume.mount_path}/nope.txt"])
+        assert r.returncode != 0
+    assert subprocess.run(["touch", f"{simvol_volume.mount_path}/nope.txt"]).returncode == 0  # cleared
+    assert [e["op"] for e in simvol_faults.log()] == ["create"]
+    simvol_faults.add("mkdir", "EIO")  # left armed: the fixture clears it
+
+
+def test_next_test_starts_clean(simvol_volume):
+    assert simvol_volume.faults.list() == []
+'''
+
+
+@pytest.mark.fuse
+def test_fault_marker_and_fixture(pytester: pytest.Pytester, short_basetemp: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_faults_inner=FAULT_TESTS)
+    seen = pytester.path / "seen.txt"
+    monkeypatch.setenv("FAULTS_SEEN", str(seen))
+    result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider", "-rfs",
+                                           f"--basetemp={short_basetemp}", timeout=240)
+    result.assert_outcomes(passed=3)
+    assert seen.read_text().startswith(str(short_basetemp))  # the marked test ran on a real mount
+    assert simvol_mounts(str(short_basetemp)) == []
