@@ -276,3 +276,51 @@ def test_the_volume_lock_without_fuse(svc: VolumeService, mounter: InProcessMoun
     with pytest.raises(VdsError) as e3, v.lock():
         pass
     assert e3.value.code == "VDS_E_VOLUME_NOT_ONLINE"
+
+
+# ----------------------------------------------------------------- faults (the service's part, without FUSE)
+
+
+def test_a_method_fault_fires_once_and_changes_nothing(svc: VolumeService) -> None:
+    vol = svc.create_volume(40 * MiB, letter="E")
+    vol.dismount()
+    vol.faults.add_method("Mount", "VDS_E_OBJECT_STATUS_FAILED")  # after: a dismount would end it
+    assert code(vol.mount) == "VDS_E_OBJECT_STATUS_FAILED"
+    assert vol.state is T  # nothing changed
+    assert vol.mount() == 0 and vol.state is M
+    assert [(e["op"], e["code"]) for e in vol.faults.log()] == [("Mount", "VDS_E_OBJECT_STATUS_FAILED")]
+
+
+def test_offline_is_not_a_call_of_dismount(svc: VolumeService) -> None:
+    vol = svc.create_volume(40 * MiB)
+    vol.faults.add_method("Dismount", "VDS_E_DEVICE_IN_USE", persist=True)
+    assert vol.offline() == 0 and vol.state is P  # OfflineVolume's own Dismount is not faulted
+    vol.faults.add_method("OfflineVolume", 0x80042413)
+    vol.mount()
+    assert code(vol.offline) == "VDS_E_DEVICE_IN_USE" and vol.state is M
+
+
+def test_a_dismount_ends_what_does_not_persist(svc: VolumeService, mounter: InProcessMounter) -> None:
+    vol = svc.create_volume(40 * MiB)
+    gone = vol.faults.add("write", "EIO")
+    kept = vol.faults.add("read", "EIO", persist=True)
+    assert [f["id"] for f in mounter.faults(str(vol.id)) or []] == [gone.id, kept.id]  # handed to the mount
+    vol.dismount()
+    assert [f.id for f in vol.faults.list()] == [kept.id]
+    vol.mount()
+    assert [f["id"] for f in mounter.faults(str(vol.id)) or []] == [kept.id]  # armed again at the remount
+
+
+def test_surprise_removal_leaves_the_volume_failed_until_mount(svc: VolumeService, mounter: InProcessMounter) -> None:
+    vol = svc.create_volume(40 * MiB, letter="E")
+    vol.faults.surprise_removal()
+    assert vol.state is VolumeState.FAILED
+    prop = vol.get_properties()
+    assert prop.status is VolumeStatus.FAILED and prop.health.name == "FAILED"
+    svc.up()  # a reboot does not bring a pulled disk back
+    assert vol.state is VolumeState.FAILED and mounter.presence(str(vol.id)) is Presence.ABSENT
+    assert code(vol.faults.surprise_removal) == "VDS_E_VOLUME_NOT_ONLINE"
+    assert vol.mount() == 0 and vol.state is M  # repaired (it was left dirty) and mounted
+    assert vol.query_access_paths() == ["E:\\"]
+    vol.dismount()
+    assert fsck_clean(vol.image)
