@@ -5,16 +5,30 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ..errors import S_OK, code_message, code_name
 
-# Off a terminal rich would squeeze tables into 80 columns; pipes and logs get full lines instead.
-_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-_err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 250)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+# rich loads only when something is printed for people: a --json run (scripts, tests) never pays for it.
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    # Off a terminal rich would squeeze tables into 80 columns; pipes and logs get full lines instead.
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if stream.isatty() else 250)
+
+
+def _table(**options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(**options)
 
 
 def emit_json(hresult: int, data: dict[str, Any] | None = None, message: str | None = None) -> None:
@@ -28,26 +42,26 @@ def emit_json(hresult: int, data: dict[str, Any] | None = None, message: str | N
 
 
 def say(text: str) -> None:
-    _out.print(text)
+    _console(False).print(text)
 
 
 def success(hresult: int = S_OK, text: str | None = None) -> None:
     if text:
-        _out.print(text)
+        _console(False).print(text)
     if hresult != S_OK:
-        _out.print(f"[yellow]{code_name(hresult)}[/] (0x{hresult:08X}): {code_message(hresult)}")
+        _console(False).print(f"[yellow]{code_name(hresult)}[/] (0x{hresult:08X}): {code_message(hresult)}")
 
 
 def failure(hresult: int, message: str, holders: list[dict[str, Any]] | None = None) -> None:
-    _err.print(f"[bold red]{code_name(hresult)}[/] (0x{hresult & 0xFFFFFFFF:08X}): {code_message(hresult)}")
+    _console(True).print(f"[bold red]{code_name(hresult)}[/] (0x{hresult & 0xFFFFFFFF:08X}): {code_message(hresult)}")
     if message and message != code_message(hresult):
-        _err.print(f"  {message}")
+        _console(True).print(f"  {message}")
     if holders:
-        _err.print(holders_table(holders))
+        _console(True).print(holders_table(holders))
 
 
 def holders_table(holders: list[dict[str, Any]]) -> Table:
-    t = Table(title="holders", title_justify="left", box=None, pad_edge=False)
+    t = _table(title="holders", title_justify="left", box=None, pad_edge=False)
     for col in ("PID", "PROCESS", "KIND", "PATH"):
         t.add_column(col)
     for h in holders:
@@ -56,7 +70,7 @@ def holders_table(holders: list[dict[str, Any]]) -> Table:
 
 
 def volumes_table(volumes: list[dict[str, Any]]) -> Table:
-    t = Table(box=None, pad_edge=False)
+    t = _table(box=None, pad_edge=False)
     for col in ("ID", "STATUS", "STATE", "SIZE", "LABEL", "PATHS", "MOUNT"):
         t.add_column(col, no_wrap=col in ("ID", "SIZE"))
     for v in volumes:
@@ -73,7 +87,7 @@ def volumes_table(volumes: list[dict[str, Any]]) -> Table:
 
 
 def volume_details(v: dict[str, Any]) -> Table:
-    t = Table(box=None, show_header=False, pad_edge=False)
+    t = _table(box=None, show_header=False, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
     rows = [
@@ -95,7 +109,7 @@ def volume_details(v: dict[str, Any]) -> Table:
 
 
 def print_table(table: Table) -> None:
-    _out.print(table)
+    _console(False).print(table)
 
 
 def human_size(n: int) -> str:
@@ -111,7 +125,7 @@ def is_terminal() -> bool:
 
 
 def faults_table(faults: list[dict[str, Any]]) -> Table:
-    t = Table(box=None, pad_edge=False)
+    t = _table(box=None, pad_edge=False)
     for col in ("ID", "WHAT", "PATH", "AFTER", "COUNT", "DELAY", "PERSIST", "HITS"):
         t.add_column(col)
     for f in faults:
@@ -128,7 +142,7 @@ def faults_table(faults: list[dict[str, Any]]) -> Table:
 
 
 def fault_log_table(entries: list[dict[str, Any]]) -> Table:
-    t = Table(box=None, pad_edge=False)
+    t = _table(box=None, pad_edge=False)
     for col in ("TIME", "PID", "PROCESS", "OP", "PATH", "RESULT"):
         t.add_column(col)
     for e in entries:
