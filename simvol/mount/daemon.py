@@ -347,7 +347,7 @@ class Daemon:
         except Exception as e:
             log.exception("dismount failed")
             result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        if result.get("ok"):
+        if result.get("ok") and self.faults:
             # A dismount ends the faults that do not persist; the reply carries every fault's final counters.
             with self.activation:
                 result["faults"] = self.faults.snapshot()
