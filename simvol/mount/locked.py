@@ -75,6 +75,11 @@ class LockedOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
             self._check()
         return int(self.inner.access(path, amode))
 
+    def uncached_reads(self, path: str) -> bool:
+        """As the operations it guards say (a read fault armed under the lock still reaches the holder's reads)."""
+        inner = getattr(self.inner, "uncached_reads", None)
+        return bool(inner is not None and inner(path))
+
 
 def _checked(name: str) -> Callable[..., Any]:
     def forward(self: LockedOps, *args: Any) -> Any:
