@@ -1,6 +1,6 @@
 """Damaged images: every mutation works or fails with a clear ``VdsError`` — and harms nothing else.
 
-``test_damage_sample`` runs ``SIMVOL_DAMAGE_MUTATIONS`` (default 40) mutations of the campaign
+``test_damage_sample`` runs ``SIMVOL_DAMAGE_MUTATIONS`` (default 24) mutations of the campaign
 (``tools.campaign.damage``): valid images with content, made through the service, are copied and damaged —
 boot sector, FSInfo, both FATs, directory clusters, the metadata trailer (also slots with a valid CRC and a
 hostile payload), truncation, extension, zeroed ranges, combinations — then attached (every fourth through
@@ -35,7 +35,7 @@ from simvol.service import VolumeService
 from tests.support.processes import daemons_of
 from tools.campaign.damage import DEFAULT_SEED, run_campaign
 
-MUTATIONS = int(os.environ.get("SIMVOL_DAMAGE_MUTATIONS", "40"))
+MUTATIONS = int(os.environ.get("SIMVOL_DAMAGE_MUTATIONS", "24"))
 SEED = int(os.environ.get("SIMVOL_DAMAGE_SEED", str(DEFAULT_SEED)))
 MiB = 1 << 20
 needs_fsck = pytest.mark.skipif(shutil.which("fsck.fat") is None, reason="fsck.fat (dosfstools) is not installed")

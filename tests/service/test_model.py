@@ -353,7 +353,7 @@ def _armed(svc: VolumeService, vid: str) -> bool:
 
 
 VolumeModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("SIMVOL_MODEL_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("SIMVOL_MODEL_EXAMPLES", "15")),
     stateful_step_count=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
