@@ -197,6 +197,8 @@ class VolumeService:
             size += 512 - size % 512
         # Refuse impossible labels and sizes before any file exists; mkfs's range, not Windows Format's.
         check_fits(fs, size, label, cluster_size, windows_limits=False)
+        if files is not None and flags & VolumeFlag.READONLY:
+            raise InvalidArgumentError(message="a read-only volume cannot be filled from a directory")
         tree = plan_tree(os.fspath(files), size) if files is not None else None
         access = self._access(allow_other, owner)
         vid = uuid.uuid4()
@@ -223,8 +225,6 @@ class VolumeService:
             raise
         try:
             if tree is not None:
-                if flags & VolumeFlag.READONLY:
-                    raise InvalidArgumentError(message="a read-only volume cannot be filled from a directory")
                 with unshielded():  # copying may take long: an interrupt is fine, the volume goes (below)
                     copy_tree(tree, self.mounter.mountpoint(str(vid)))
             if letter is not None:

@@ -157,6 +157,11 @@ def test_create_from_refuses_a_bad_tree_before_making_anything(fresh_cli: Cli, t
     with open(big / "huge.bin", "wb") as f:
         f.truncate(50 << 20)
     fresh_cli.fail("HRESULT_FROM_WIN32(ERROR_DISK_FULL)", "create", "--size", "40M", "--from", str(big))
+    fine = tmp_path / "fine"
+    fine.mkdir()
+    (fine / "a.txt").write_text("a")
+    out = fresh_cli.fail("E_INVALIDARG", "create", "--size", "40M", "--role", "readonly", "--from", str(fine))
+    assert "read-only" in out["message"]
     assert fresh_cli.run("list")["volumes"] == []
     assert not images.exists() or os.listdir(images) == []
 
