@@ -88,6 +88,28 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         Registry(path)
 
 
+def test_a_registry_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A root made by an earlier simvol (schema 1: no owners, remembered letters or faults) keeps its volumes."""
+    from simvol.service.registry import _MIGRATIONS
+
+    path = str(tmp_path / "simvol.db")
+    db = sqlite3.connect(path)
+    for stmt in _MIGRATIONS[1]:
+        db.execute(stmt)
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO volumes (id, image, number, dismount, attached) VALUES ('v', '/img/v', 1, 'none', 0)")
+    db.commit()
+    db.close()
+    reg = Registry(path)
+    row = reg.volume("v")
+    assert row is not None and (row.image, row.allow_other, row.owner, row.removed) == ("/img/v", 0, None, 0)
+    assert reg.remembered_letter("v") is None and reg.faults("v") == []
+    fid = reg.add_fault("v", "fs", {"op": "write"}, persist=True)
+    assert [(f.id, f.spec["id"], f.persist) for f in reg.faults("v")] == [(fid, fid, True)]
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+
+
 def test_a_symlink_at_the_registry_path_is_not_followed(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("keep")
