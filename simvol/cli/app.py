@@ -97,7 +97,7 @@ def verb(*, volume_on_failure: bool = False) -> Callable[[Callable[..., Result]]
                 try:
                     status = _run(state, fn, args, kwargs, volume_on_failure)
                 except Interrupted as e:  # in a phase open to interrupts; the verb has undone its work
-                    reported(e)
+                    reported()
                     cut = e
                     outcome = INTERRUPTED_OUTCOME.get(name, "nothing was changed")
                     message = f"{name} interrupted by {e.signame}; {outcome}"

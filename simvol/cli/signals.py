@@ -59,8 +59,8 @@ def take_signals() -> None:
             signal.signal(s, _interrupt)
 
 
-def reported(e: Interrupted) -> None:
-    """``e`` reached a handler that reports it."""
+def reported() -> None:
+    """The Interrupted just caught is reported by its catcher: :func:`unreported` must not report it again."""
     _unreported.clear()
 
 

@@ -348,9 +348,7 @@ class Daemon:
             log.exception("dismount failed")
             result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         if result.get("ok") and self.faults:
-            # A dismount ends the faults that do not persist; the reply carries every fault's final counters.
-            with self.activation:
-                result["faults"] = self.faults.snapshot()
+            with self.activation:  # a dismount ends the faults that do not persist
                 self.faults.faults = [f for f in self.faults.faults if f.persist]
         if not result.get("ok") or result.get("armed"):
             self.rearm = False

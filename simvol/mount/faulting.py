@@ -12,7 +12,7 @@ from typing import Any
 
 from ._fuselib import caller_pid, mfusepy
 from .faults import FaultSet
-from .ops import CALLBACKS
+from .ops import CALLBACKS, forwarder
 
 # FUSE callback → the fault operation it is (callbacks not listed are never faulted: getattr, access, release…).
 _FAULTED = {
@@ -70,28 +70,18 @@ class FaultingOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no
         return st
 
 
-def _faulted(name: str, op: str) -> Callable[..., Any]:
-    def forward(self: FaultingOps, path: str, *args: Any) -> Any:
-        self._check(op, path)
-        return getattr(self.inner, name)(path, *args)
+def _faults_of(op: str) -> Callable[[FaultingOps, tuple[Any, ...]], None]:
+    def guard(self: FaultingOps, args: tuple[Any, ...]) -> None:
+        self._check(op, args[0])  # the path, the first argument of every faulted callback
 
-    forward.__name__ = name
-    return forward
-
-
-def _passed(name: str) -> Callable[..., Any]:
-    def forward(self: FaultingOps, *args: Any) -> Any:
-        return getattr(self.inner, name)(*args)
-
-    forward.__name__ = name
-    return forward
+    return guard
 
 
 for _name in sorted(set(CALLBACKS)):
     if _name in ("read", "write", "rename", "statfs"):
         continue
-    setattr(FaultingOps, _name, _faulted(_name, _FAULTED[_name]) if _name in _FAULTED else _passed(_name))
-FaultingOps.init_with_config = _passed("init_with_config")
+    setattr(FaultingOps, _name, forwarder(_name, _faults_of(_FAULTED[_name]) if _name in _FAULTED else None))
+FaultingOps.init_with_config = forwarder("init_with_config")
 del _name
 
 __all__ = ["FaultingOps"]

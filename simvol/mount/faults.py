@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .holders import process_name
+
 __all__ = ["FS_OPS", "FaultLog", "FaultSet", "FsFault", "compile_glob", "errno_value"]
 
 #: Operations a file-system fault can name; ``any`` is every one of them.
@@ -171,14 +173,6 @@ class FaultLog:
             return []
 
 
-def _process_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 class FaultSet:
     """The faults armed on one volume, consulted by every faultable request while any is armed."""
 
@@ -236,7 +230,7 @@ class FaultSet:
 
     def _record(self, f: FsFault, op: str, path: str, pid: int) -> None:
         self.log.record({
-            "time": time.time(), "pid": pid, "process": _process_name(pid) if pid else "", "op": op, "path": path,
+            "time": time.time(), "pid": pid, "process": process_name(pid) if pid else "", "op": op, "path": path,
             "errno": errno_mod.errorcode.get(f.errno) if f.errno else None, "delay_ms": f.delay_ms, "fault": f.id,
         })
 

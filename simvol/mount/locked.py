@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._fuselib import caller_pid, mfusepy
-from .ops import CALLBACKS
+from .ops import CALLBACKS, forwarder
 
 # Answered for everyone: the mount point's own attributes and access check (``ls -l``, ``cd`` into it), the
 # session's start and end, and what only an existing handle can ask (the holder's: a lock needs none open).
@@ -81,26 +81,13 @@ class LockedOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
         return bool(inner is not None and inner(path))
 
 
-def _checked(name: str) -> Callable[..., Any]:
-    def forward(self: LockedOps, *args: Any) -> Any:
-        self._check()
-        return getattr(self.inner, name)(*args)
-
-    forward.__name__ = name
-    return forward
-
-
-def _passed(name: str) -> Callable[..., Any]:
-    def forward(self: LockedOps, *args: Any) -> Any:
-        return getattr(self.inner, name)(*args)
-
-    forward.__name__ = name
-    return forward
+def _holder_only(self: LockedOps, args: tuple[Any, ...]) -> None:
+    self._check()
 
 
 for _name in sorted(set(CALLBACKS) - {"access"}):
-    setattr(LockedOps, _name, (_passed if _name in _ANYONE else _checked)(_name))
-LockedOps.init_with_config = _passed("init_with_config")
+    setattr(LockedOps, _name, forwarder(_name, None if _name in _ANYONE else _holder_only))
+LockedOps.init_with_config = forwarder("init_with_config")
 del _name
 
 __all__ = ["Holder", "LockedOps", "parent_pid"]

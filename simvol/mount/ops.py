@@ -636,3 +636,16 @@ def _callback_names() -> tuple[str, ...]:
 
 
 CALLBACKS = _callback_names()
+
+
+def forwarder(name: str, guard: Callable[[Any, tuple[Any, ...]], None] | None = None) -> Callable[..., Any]:
+    """Callback ``name`` of an object that wraps a session's operations (``self.inner``): ``guard(self, args)``
+    first (it raises to refuse the call), then the wrapped operations' own ``name`` (locked.py, faulting.py)."""
+
+    def forward(self: Any, *args: Any) -> Any:
+        if guard is not None:
+            guard(self, args)
+        return getattr(self.inner, name)(*args)
+
+    forward.__name__ = name
+    return forward

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import HRESULTS, InvalidArgumentError, code_name, vds_error
-from ..mount import FS_OPS, FsFault, Presence, errno_value, process_name
+from ..mount import FS_OPS, FsFault, errno_value, process_name
 from ..types import VolumeState
 from .host import Host
 
@@ -153,8 +153,7 @@ class Faults:
             if fault_id is not None and not any(r.id == fault_id for r in self._host.registry.faults(self._vid)):
                 raise vds_error(HRESULTS["VDS_E_OBJECT_NOT_FOUND"], f"no fault {fault_id} on this volume")
             n = self._host.registry.remove_faults(self._vid, fault_id)
-            if self._host.mounter.presence(self._vid) in (Presence.LIVE, Presence.ARMED):
-                self._host.push_faults(self._vid)
+            self._host.push_faults(self._vid)  # nothing serves the volume: nothing to disarm
             if fault_id is None:
                 self._host.mounter.fault_log(self._vid).clear()
         return n

@@ -7,6 +7,7 @@ costs nothing. Then it is copied through the volume's mount, as any program woul
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -83,5 +84,5 @@ def copy_tree(tree: Tree, dest: str) -> None:
             st = os.stat(src)
             os.utime(os.path.join(dest, f), ns=(st.st_atime_ns, st.st_mtime_ns))
     except OSError as e:
-        code = "HRESULT_FROM_WIN32(ERROR_DISK_FULL)" if e.errno in (28, 122) else "VDS_E_IO_ERROR"
+        code = "HRESULT_FROM_WIN32(ERROR_DISK_FULL)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "VDS_E_IO_ERROR"
         raise vds_error(HRESULTS[code], f"cannot fill the volume from {tree.top}: {e}") from e

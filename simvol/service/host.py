@@ -165,15 +165,14 @@ class Host:
         except (SimvolError, OSError) as e:
             tail = getattr(e, "log_tail", "")
             raise ObjectStatusFailedError(message=str(e) + (f"\n{tail}" if tail else "")) from e
-        self.push_faults(row.id)
+        if self.registry.faults(row.id, "fs"):  # a new or just activated session starts with none but these
+            self.push_faults(row.id)
 
     # ----------------------------------------------------------------- faults
 
     def push_faults(self, volume_id: str) -> None:
-        """Hand the volume's file-system faults (as the registry has them) to whatever serves it now."""
-        specs = [f.spec for f in self.registry.faults(volume_id, "fs")]
-        if specs or self.mounter.faults(volume_id):
-            self.mounter.set_faults(volume_id, specs)
+        """Arm exactly the volume's file-system faults (as the registry has them) on whatever serves it now."""
+        self.mounter.set_faults(volume_id, [f.spec for f in self.registry.faults(volume_id, "fs")])
 
     def save_fault_counters(self, volume_id: str) -> None:
         """Copy the live counters of the volume's file-system faults into the registry (before its daemon goes)."""
@@ -191,12 +190,12 @@ class Host:
     def stop(self, volume_id: str, *, force: bool, paths: Iterable[str] = (), rearm: bool = False) -> None:
         """Dismount; returns once the image is closed. Raises VolumeInUseError unless ``force``. With ``rearm`` (a
         temporary dismount) the next access by any process mounts the volume again."""
-        if self.registry.faults(volume_id):
-            self.save_fault_counters(volume_id)
-            self.mounter.stop(volume_id, force=force, paths=paths, rearm=rearm)
-            self.registry.remove_faults(volume_id, transient_only=True)  # a dismount ends what does not persist
-            return
+        faulted = bool(self.registry.faults(volume_id))
+        if faulted:
+            self.save_fault_counters(volume_id)  # the daemon, and its counters, may go with the dismount
         self.mounter.stop(volume_id, force=force, paths=paths, rearm=rearm)
+        if faulted:
+            self.registry.remove_faults(volume_id, transient_only=True)  # a dismount ends what does not persist
 
 
 def _boot_id() -> str:

@@ -7,6 +7,7 @@ tables interleaves shape checks with volume-state checks).
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -157,3 +158,10 @@ def shown(text: object) -> str:
     if isinstance(text, str) and text.isprintable() and _encodable(text):
         return "'" + text + "'"
     return repr(text)
+
+
+def inside(path: str, base: str) -> bool:
+    """``path`` is ``base`` or below it (both normalized first; symlinks are the caller's to resolve)."""
+    path = os.path.normpath(path)
+    base = os.path.normpath(base)
+    return path == base or path.startswith(base + os.sep)

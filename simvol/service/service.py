@@ -43,7 +43,7 @@ from .filling import copy_tree, plan_tree
 from .formats import check_fits, format_driver, format_error_to_vds
 from .host import Host
 from .owners import parse_owner
-from .paths import Shape, parse_access_path, parse_windows_path, shown
+from .paths import Shape, inside, parse_access_path, parse_windows_path, shown
 from .registry import Registry
 from .root import Root
 from .volume import Volume
@@ -463,7 +463,7 @@ class VolumeService:
         except OSError as e:
             code = _ERRNO_CODES.get(e.errno or 0, "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)")
             raise vds_error(HRESULTS[code], f"cannot make {shown(path)}: {e.strerror}") from e
-        if host.startswith(self.root.system_drive + os.sep) and not _inside(os.path.realpath(host), drive_c):
+        if host.startswith(self.root.system_drive + os.sep) and not inside(os.path.realpath(host), drive_c):
             # A planted symlink on C: led the new folder outside the root: take it back, refuse.
             with contextlib.suppress(OSError):
                 os.rmdir(host)
@@ -546,10 +546,6 @@ def _listdir(path: str) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
-
-
-def _inside(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -46,7 +46,7 @@ from ..types import (
 from .faults import Faults
 from .formats import check_fits, format_driver
 from .host import Host
-from .paths import AccessPath, Shape, guid_path, parse_access_path, shown
+from .paths import AccessPath, Shape, guid_path, inside, parse_access_path, shown
 from .registry import PathRow
 
 log = logging.getLogger(__name__)
@@ -427,11 +427,11 @@ class Volume:
                 raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
             raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"no drive {ap.letter}:")
         real_parent = os.path.realpath(os.path.dirname(host))
-        if _inside(real_parent, root.volumes) or (
-            _inside(os.path.realpath(host), root.volumes) and not os.path.islink(host)
+        if inside(real_parent, root.volumes) or (
+            inside(os.path.realpath(host), root.volumes) and not os.path.islink(host)
         ):
             raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
-        if ap.shape is Shape.FOLDER and not _inside(real_parent, os.path.realpath(root.system_drive)):
+        if ap.shape is Shape.FOLDER and not inside(real_parent, os.path.realpath(root.system_drive)):
             # A symlink on the simulated C: leads out of it: the folder is not on C:, and nothing outside the
             # root may be replaced through it (row 10).
             raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{ap.raw} leaves drive C: through a symlink")
@@ -491,7 +491,7 @@ class Volume:
                 except OSError as e:  # ENAMETOOLONG, ELOOP: no such folder can exist (row 10)
                     raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path}: {e.strerror}") from None
                 if stat.S_ISLNK(st.st_mode) and (
-                    reg.path_by_host(host) is not None or _inside(os.readlink(host), root.volumes)
+                    reg.path_by_host(host) is not None or inside(os.readlink(host), root.volumes)
                 ):
                     raise _fail("HRESULT_FROM_WIN32(ERROR_DIR_NOT_EMPTY)", f"{path} is already a mount folder")
                 if not stat.S_ISDIR(st.st_mode):
@@ -746,9 +746,3 @@ def _unlink_link(path: str) -> None:
             os.unlink(path)
     except OSError as e:
         log.warning("cannot remove %s: %s", path, e)
-
-
-def _inside(path: str, base: str) -> bool:
-    path = os.path.normpath(path)
-    base = os.path.normpath(base)
-    return path == base or path.startswith(base + os.sep)

@@ -158,13 +158,19 @@ def test_a_permanently_dismounted_volume_never_remounts(svc: VolumeService, kit:
     kit.expect(v, "P", [])
 
 
-def test_a_killed_armed_daemon_is_recovered_by_the_next_call(svc: VolumeService, kit: Kit) -> None:
+def _armed_with_a_file(svc: VolumeService, kit: Kit) -> tuple[Any, str, Any]:
+    """A volume at E: holding f.txt, temporarily dismounted: (volume, E:'s host path, its armed daemon)."""
     v = svc.create_volume(40 * MiB, letter="E")
     base = os.path.join(svc.root.drives, "E")
     kit.write_file(os.path.join(base, "f.txt"), b"survives")
     _dismounted(kit, v, ["E:\\"])
     info = read_pidfile(svc.root.run, str(v.id))
     assert info is not None
+    return v, base, info
+
+
+def test_a_killed_armed_daemon_is_recovered_by_the_next_call(svc: VolumeService, kit: Kit) -> None:
+    v, base, info = _armed_with_a_file(svc, kit)
     os.kill(info.pid, signal.SIGKILL)
     assert wait_gone(info.pid, info.create_time, 10)
     assert v.state == "T"  # the next simvol call cleans up and arms the mount point again
@@ -174,12 +180,7 @@ def test_a_killed_armed_daemon_is_recovered_by_the_next_call(svc: VolumeService,
 
 
 def test_a_daemon_killed_while_it_mounts_on_access(svc: VolumeService, kit: Kit) -> None:
-    v = svc.create_volume(40 * MiB, letter="E")
-    base = os.path.join(svc.root.drives, "E")
-    kit.write_file(os.path.join(base, "f.txt"), b"survives")
-    _dismounted(kit, v, ["E:\\"])
-    info = read_pidfile(svc.root.run, str(v.id))
-    assert info is not None
+    v, base, info = _armed_with_a_file(svc, kit)
     # The volume's lock held by this process makes the first access wait inside the daemon; kill it there.
     with svc.root.lock(str(v.id)):
         reader = subprocess.Popen([sys.executable, "-c", "import sys; open(sys.argv[1]).read()",
