@@ -189,7 +189,7 @@ def _show_volume(v: dict[str, Any] | None) -> Callable[[], None]:
 @click.version_option(__version__, prog_name="simvol")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, as_json: bool, verbose: int) -> None:
-    """Windows volume management (VDS Mount/Dismount) simulated on Linux with real FAT32 volumes.
+    """Windows volume management (VDS Mount/Dismount) simulated on Linux with real FAT32 and NTFS volumes.
 
     VOL is a volume GUID (any form), \\\\?\\Volume{GUID}\\, a drive letter (E, E:, E:\\) or an image path.
     """
@@ -234,7 +234,8 @@ def _access_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command()
 @click.option("--size", required=True, callback=_size, help="Volume size: 64M, 8G, 1T or bytes.")
-@click.option("--fs", "filesystem", default="FAT32", show_default=True, help="File system (FAT32 only).")
+@click.option("--fs", "filesystem", default="FAT32", show_default=True,
+              help="File system: FAT32 (simvol's own) or NTFS (ntfs-3g).")
 @click.option("--label", default=None, help="Volume label (11 characters, FAT rules).")
 @click.option("--letter", callback=_letter, default=None, help="Drive letter: E, E: or E:\\.")
 @click.option(
@@ -250,7 +251,7 @@ def _access_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def create(state: State, size: int, filesystem: str, label: str | None, letter: str | None, image: str | None,
            roles: tuple[str, ...], cluster_size: int, files: str | None, allow_other: bool,
            owner: str | None) -> Result:
-    """Create a FAT32 volume; it arrives mounted, like a new Windows volume."""
+    """Create a FAT32 or NTFS volume; it arrives mounted, like a new Windows volume."""
     vol = state.creating().create_volume(size, filesystem, label=label, image=image, letter=letter, roles=roles,
                                       cluster_size=cluster_size, files=files, allow_other=allow_other or None,
                                       owner=owner)
@@ -260,7 +261,8 @@ def create(state: State, size: int, filesystem: str, label: str | None, letter: 
 
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=True))
-@click.option("--adopt", is_flag=True, help="Take a plain FAT32 image (mkfs.fat, mtools): add simvol's trailer.")
+@click.option("--adopt", is_flag=True,
+              help="Take a plain FAT32 (mkfs.fat, mtools) or NTFS (mkntfs) image: add simvol's trailer.")
 @click.option("--new-id", is_flag=True, help="Give the image a fresh volume GUID (a copy beside its original).")
 @click.option("--letter", callback=_letter, default=None, help="Drive letter (default: the one it had here before).")
 @_access_options
@@ -644,16 +646,17 @@ def remove_path(state: State, vol: str, path: str, force: bool) -> Result:
 
 @cli.command(name="format")
 @click.argument("vol", shell_complete=_complete_volume)
-@click.option("--fs", "filesystem", default="FAT32", show_default=True)
+@click.option("--fs", "filesystem", default="FAT32", show_default=True, help="FAT32 or NTFS.")
 @click.option("--label", default=None)
 @click.option("--unit", default="0", help="Allocation unit in bytes (512 … 64K); 0 = default.")
 @click.option("--force", is_flag=True, help="Format even if in use (handles go stale).")
 @click.option("--full", is_flag=True, help="Not a quick format: also return the data region to the host.")
-@click.option("--compress", is_flag=True, help="Ask for compression: FAT32 refuses (VDS_E_COMPRESSION_NOT_SUPPORTED).")
+@click.option("--compress", is_flag=True, help="Compress the new volume (NTFS with clusters of at most 4 KiB; "
+              "otherwise VDS_E_COMPRESSION_NOT_SUPPORTED).")
 @verb(volume_on_failure=True)
 def format_(state: State, vol: str, filesystem: str, label: str | None, unit: str, force: bool, full: bool,
             compress: bool) -> Result:
-    """IVdsVolumeMF::Format (FAT32)."""
+    """IVdsVolumeMF::Format (FAT32 or NTFS)."""
     try:
         unit_bytes = 0 if unit in ("0", "") else parse_size(unit)
     except ValueError as e:

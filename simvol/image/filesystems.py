@@ -1,7 +1,8 @@
 """The file system inside an image, as the service needs it: format rules, format, check, label, dirty marker.
 
 The service layer never touches a file-system engine; it asks the image's file-system driver, found by name with
-:func:`driver`. FAT32 (``simvol.fat``) is the one driver today; another file system adds one class here.
+:func:`driver` or by what an image holds with :func:`of_image`. FAT32 is simvol's own engine (``simvol.fat``);
+NTFS is ntfs-3g's tools (``ntfs.py``). Both drivers answer the same methods (:class:`FileSystem`).
 
 Every function takes an image path and opens it through :class:`Image` (locked), except where it says that it
 reads an image a live mount holds.
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import FormatError, SimvolError
 from ..fat import MAX_FILE_SIZE, FatFileSystem, check, format_volume, is_dirty
 from ..fat.layout import allowed_cluster_sizes, default_cluster_size, normalize_label, plan_format
 from ..fat.names import name_key, validate_name
 from .container import Image
+from .ntfs import NTFS, Ntfs, is_ntfs
 
 Progress = Callable[[int, int], None]
 
@@ -123,14 +125,58 @@ class Fat32:
             os.close(fd)
 
 
+class FileSystem(Protocol):
+    """What a file-system driver answers (Fat32 and Ntfs)."""
+
+    name: str
+    max_file_size: int
+
+    def name_problem(self, name: str) -> str | None: ...
+    def name_key(self, name: str) -> str: ...
+    def plan(self, size: int, unit: int = 0, label: str | None = None, *, windows_limits: bool) -> None: ...
+    def format_support(self, size: int) -> tuple[int, tuple[int, ...]]: ...
+    def windows_formattable(self, size: int) -> bool: ...
+    def format(self, image: str, *, unit: int = 0, label: str | None = None, windows_limits: bool,
+               quick: bool = True) -> None: ...
+    def check(self, image: str, *, repair: bool = False, progress: Progress | None = None) -> list[dict[str, Any]]: ...
+    def check_plain(self, image: str) -> list[dict[str, Any]]: ...
+    def check_live(self, image: str, fs_size: int, *, progress: Progress | None = None) -> list[dict[str, Any]]: ...
+    def label(self, image: str) -> str: ...
+    def dirty(self, image: str, fs_size: int) -> bool: ...
+
+
 FAT32 = Fat32()
-_DRIVERS = {FAT32.name: FAT32}
+_DRIVERS: dict[str, FileSystem] = {FAT32.name: FAT32, NTFS.name: NTFS}
 
 
-def driver(name: str) -> Fat32 | None:
+def driver(name: str) -> FileSystem | None:
     """The driver that formats and checks ``name`` (case-insensitive), or None if simvol has none."""
     return _DRIVERS.get(name.upper())
 
 
+def detect(boot: bytes) -> FileSystem:
+    """The driver for a region whose first sector is ``boot``: NTFS by its boot sector, else FAT32 (whose own
+    checks say what is wrong with anything else)."""
+    return NTFS if is_ntfs(boot) else FAT32
+
+
+def of_image(image: str) -> FileSystem:
+    """The driver for the file system an image holds (read without the lock: one sector). FAT32 when it cannot
+    be read: the FAT32 checks then report what is wrong."""
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return FAT32
+    try:
+        return detect(os.pread(fd, 512, 0))
+    except OSError:
+        return FAT32
+    finally:
+        os.close(fd)
+
+
 def formattable() -> tuple[str, ...]:
     return tuple(_DRIVERS)
+
+
+__all__ = ["FAT32", "NTFS", "Fat32", "FileSystem", "Ntfs", "detect", "driver", "formattable", "of_image"]

@@ -6,23 +6,157 @@ trailer follows it, as for FAT32. ``mkntfs`` is told the region's sector count, 
 ``ntfsfix`` looks for NTFS's alternate boot sector at the end of the *file*, where the trailer is, so it is given a
 view of the region alone (a sparse copy truncated to the volume: only allocated blocks are copied).
 
-Not registered as a driver yet: the daemon cannot serve NTFS until the mechanism of docs/architecture.md ("NTFS
-volumes: the mechanism") is built.
+ntfs-3g never marks a volume it has mounted as in use, so a crashed server leaves nothing on the image that says
+so. simvol keeps its own marker in the trailer (the ``ntfs_in_use`` key, images/README.md): set while a daemon has
+the volume open, cleared when it closed it cleanly. An image found with the marker set is repaired before the next
+mount (``ntfsfix`` on the region, then only the changed blocks written back) — the NTFS counterpart of FAT32's
+dirty bits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import FormatError, ImageError, UnsupportedFileSystemError
+from ..errors import FormatError, ImageError, SimvolError, UnsupportedFileSystemError
+from ..fat.names import validate_name  # the Win32 name rules: FAT32's long names and NTFS share them
 from .container import Image
 
-__all__ = ["NTFS", "Ntfs", "ntfs_tool"]
+__all__ = ["NTFS", "Ntfs", "is_ntfs", "read_label", "ntfs_tool", "in_use", "set_in_use", "repair_region"]
+
+#: The trailer key of simvol's in-use marker (see the module's docstring).
+IN_USE_KEY = "ntfs_in_use"
+_OEM_ID = b"NTFS    "  # bytes 3..11 of an NTFS boot sector
+_CHUNK = 1 << 20
+
+
+def is_ntfs(boot: bytes) -> bool:
+    """``boot`` (the region's first sector) is an NTFS boot sector."""
+    return boot[3:11] == _OEM_ID
+
+
+def read_label(fd: int) -> str:
+    """The volume label, read from $Volume's $VOLUME_NAME (MFT record 3) of the region on ``fd``; "" if there is
+    none or the structures do not parse. A few reads, no process: cheap enough for every mount."""
+    try:
+        boot = os.pread(fd, 512, 0)
+        if not is_ntfs(boot):
+            return ""
+        sector = int.from_bytes(boot[0x0B:0x0D], "little")
+        spc = boot[0x0D]
+        cluster = sector * (spc if spc <= 0x80 else 1 << (256 - spc))
+        per_record = int.from_bytes(boot[0x40:0x41], "little", signed=True)
+        rec_size = per_record * cluster if per_record > 0 else 1 << -per_record
+        mft = int.from_bytes(boot[0x30:0x38], "little") * cluster
+        rec = bytearray(os.pread(fd, rec_size, mft + 3 * rec_size))
+        if rec[:4] != b"FILE":
+            return ""
+        usa_ofs = int.from_bytes(rec[4:6], "little")
+        usa_count = int.from_bytes(rec[6:8], "little")
+        for i in range(1, usa_count):  # the update sequence array: the real last two bytes of each 512-byte stride
+            end = i * 512
+            if end > len(rec):
+                break
+            rec[end - 2:end] = rec[usa_ofs + 2 * i:usa_ofs + 2 * i + 2]
+        off = int.from_bytes(rec[0x14:0x16], "little")
+        while off + 8 <= len(rec):
+            kind = int.from_bytes(rec[off:off + 4], "little")
+            length = int.from_bytes(rec[off + 4:off + 8], "little")
+            if kind == 0xFFFFFFFF or length == 0:
+                return ""
+            if kind == 0x60 and rec[off + 8] == 0:  # $VOLUME_NAME, resident
+                size = int.from_bytes(rec[off + 0x10:off + 0x14], "little")
+                start = off + int.from_bytes(rec[off + 0x14:off + 0x16], "little")
+                return bytes(rec[start:start + size]).decode("utf-16-le", "replace")
+            off += length
+    except (OSError, ValueError, IndexError):
+        return ""
+    return ""
+
+
+def in_use(im: Image) -> bool:
+    """The trailer says a daemon had the volume open and never closed it cleanly."""
+    return bool(im.metadata.extra.get(IN_USE_KEY))
+
+
+def set_in_use(im: Image, value: bool) -> None:
+    """Set or clear the in-use marker (one durable trailer write, only when it changes)."""
+    meta = im.metadata
+    if bool(meta.extra.get(IN_USE_KEY)) == value:
+        return
+    extra = {k: v for k, v in meta.extra.items() if k != IN_USE_KEY}
+    if value:
+        extra[IN_USE_KEY] = True
+    im.write_metadata(dataclasses.replace(meta, extra=extra))
+
+
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of the allocated parts of a sparse file."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            return  # ENXIO: only a hole is left
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end - start
+        pos = end
+
+
+def _region_copy(im: Image, directory: str) -> str:
+    """A sparse copy of the image's file-system region alone (ntfsfix looks for the alternate boot sector at the
+    end of the file it is given)."""
+    region = os.path.join(directory, "region.img")
+    subprocess.run(["cp", "--sparse=always", im.path, region], check=True, timeout=600,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    os.truncate(region, im.fs_size)
+    return region
+
+
+def _ntfsfix(region: str, *, no_action: bool) -> tuple[bool, str]:
+    done = subprocess.run([ntfs_tool("ntfsfix"), *(["-n"] if no_action else []), region], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+    text = (done.stdout + done.stderr).strip()
+    return done.returncode == 0 and "processed successfully" in text, text
+
+
+def _problems(text: str) -> list[dict[str, Any]]:
+    bad = [ln.strip() for ln in text.splitlines() if "BAD" in ln or "rror" in ln or "dirty" in ln.lower()]
+    return [{"kind": "ntfsfix", "path": "/", "detail": line, "repaired": False} for line in bad or [text[-300:]]]
+
+
+def repair_region(im: Image) -> list[dict[str, Any]]:
+    """Repair the NTFS of an image open for writing (locked by the caller) with ``ntfsfix``, and clear the in-use
+    marker. ``ntfsfix`` works on a sparse copy of the region; only the blocks it changed are written back, so
+    the trailer is never touched and an interruption leaves either the old blocks or the new ones, each whole
+    block an NTFS tool wrote. Returns what was found (``repaired`` tells whether it was fixed)."""
+    with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
+        region = _region_copy(im, tmp)
+        clean, text = _ntfsfix(region, no_action=True)
+        if clean:
+            set_in_use(im, False)
+            return []
+        found = _problems(text)
+        fixed, after = _ntfsfix(region, no_action=False)
+        rfd = os.open(region, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for start, length in _data_extents(rfd, im.fs_size):
+                for off in range(start, start + length, _CHUNK):
+                    n = min(_CHUNK, start + length - off)
+                    new = os.pread(rfd, n, off)
+                    if os.pread(im.fd, n, off) != new:
+                        os.pwrite(im.fd, new, off)
+        finally:
+            os.close(rfd)
+        im.fsync()
+    if fixed:
+        set_in_use(im, False)
+    return [{**p, "repaired": fixed} for p in found] or ([] if fixed else _problems(after))
 
 #: The smallest volume mkntfs makes (measured: 1 MiB is refused, 2 MiB works).
 MIN_SIZE = 2 << 20
@@ -85,8 +219,13 @@ class Ntfs:
     def windows_formattable(self, size: int) -> bool:
         return MIN_SIZE <= size <= MAX_SIZE
 
+    @staticmethod
+    def can_compress(unit: int) -> bool:
+        """NTFS compresses only with clusters of at most 4 KiB (Windows and ntfs-3g alike)."""
+        return 0 < unit <= 4096
+
     def format(self, image: str, *, unit: int = 0, label: str | None = None, windows_limits: bool = True,
-               quick: bool = True) -> None:
+               quick: bool = True, compress: bool = False) -> None:
         """Write a new, empty NTFS over the image's region (mkntfs); raises FormatError, ImageError or OSError."""
         with Image.open(image) as im:  # locked: nothing else has the image open for writing meanwhile
             size = im.fs_size
@@ -96,6 +235,8 @@ class Ntfs:
                 argv.append("-Q")
             if label:
                 argv += ["-L", label]
+            if compress:
+                argv.append("-C")  # the root directory compressed: new files and folders inherit it
             argv += [image, str(size // 512)]
             done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
             if done.returncode != 0:
@@ -104,29 +245,71 @@ class Ntfs:
 
     def check(self, image: str, *, repair: bool = False,
               progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-        """Problems ``ntfsfix -n`` reports on the image's region; raises ImageError. (Repair is not offered yet.)"""
-        if repair:
-            raise ImageError("repairing NTFS is not offered yet: check only", image)
-        with Image.open(image, writable=False) as im, tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
+        """Problems ``ntfsfix -n`` reports on the image's region (and, with ``repair``, fixed by ``ntfsfix``, which
+        corrects what it can: the MFT mirror, the journal, the boot sectors; a volume it cannot fix stays as it
+        was). A volume left in use by a crash is reported too. Raises ImageError."""
+        with Image.open(image, writable=repair) as im:
+            if repair:
+                return repair_region(im)
+            found = [{"kind": "in_use", "path": "/", "detail": "the volume was not closed cleanly (a crash)",
+                      "repaired": False}] if in_use(im) else []
+            with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
+                clean, text = _ntfsfix(_region_copy(im, tmp), no_action=True)
+        return found if clean else found + _problems(text)
+
+    def check_live(self, image: str, fs_size: int, *,
+                   progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+        """Problems on an image a mount holds: ``ntfsfix -n`` on a copy of the region taken now (ntfs-3g writes
+        every change through to the image at once, so the copy is what a crash now would leave)."""
+        with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
             region = os.path.join(tmp, "region.img")
-            subprocess.run(["cp", "--sparse=always", image, region], check=True, timeout=600)
-            os.truncate(region, im.fs_size)
-            done = subprocess.run([ntfs_tool("ntfsfix"), "-n", region], capture_output=True, text=True,
-                                  stdin=subprocess.DEVNULL, timeout=600)
-        text = (done.stdout + done.stderr).strip()
-        if done.returncode == 0 and "processed successfully" in text:
-            return []
-        bad = [ln.strip() for ln in text.splitlines() if "BAD" in ln or "rror" in ln or "dirty" in ln.lower()]
-        return [{"kind": "ntfsfix", "path": "/", "detail": line, "repaired": False} for line in bad or [text[-300:]]]
+            subprocess.run(["cp", "--sparse=always", image, region], check=True, timeout=600,
+                           stdin=subprocess.DEVNULL, capture_output=True)
+            os.truncate(region, fs_size)
+            clean, text = _ntfsfix(region, no_action=True)
+        return [] if clean else _problems(text)
+
+    def check_plain(self, image: str) -> list[dict[str, Any]]:
+        """Problems of a plain NTFS image (no trailer: the whole file is the volume), read-only. Raises
+        UnsupportedFileSystemError when the file holds no NTFS."""
+        with open(image, "rb") as f:
+            if not is_ntfs(f.read(512)):
+                raise UnsupportedFileSystemError(f"{image} holds no NTFS file system")
+        clean, text = _ntfsfix(image, no_action=True)
+        return [] if clean else _problems(text)
+
+    def dirty(self, image: str, fs_size: int) -> bool:
+        """The volume was left in use by a crash (simvol's marker; read without the lock)."""
+        try:
+            with Image.open(image, writable=False, lock=False) as im:
+                return in_use(im)
+        except (ImageError, OSError):
+            return False
+
+    @staticmethod
+    def name_problem(name: str) -> str | None:
+        """Why Windows would refuse ``name`` on NTFS (the Win32 rules FAT32's long names follow too), or None."""
+        try:
+            validate_name(name)
+        except SimvolError as e:
+            return str(e)
+        return None
+
+    @staticmethod
+    def name_key(name: str) -> str:
+        """Names with equal keys are one name on NTFS (case-insensitive, as ntfs-3g's ignore_case)."""
+        return name.upper()
 
     def label(self, image: str) -> str:
         """The volume label ("" when it cannot be read)."""
         try:
-            done = subprocess.run([ntfs_tool("ntfslabel"), "--no-action", image], capture_output=True, text=True,
-                                  stdin=subprocess.DEVNULL, timeout=60)
-        except (OSError, UnsupportedFileSystemError, subprocess.SubprocessError):
+            fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
+        try:
+            return read_label(fd)
+        finally:
+            os.close(fd)
 
 
 NTFS = Ntfs()

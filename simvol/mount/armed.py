@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._fuselib import current_fuse, mfusepy
-from .ops import CALLBACKS, VolumeOps, configure
+from .ops import CALLBACKS, configure
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ _ANSWERED_HERE = frozenset({"stat_fields", "access", "init_with_config", "destro
 class ArmedOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
-    def __init__(self, activate: Callable[[ArmedOps], VolumeOps], *, uid: int, gid: int) -> None:
+    def __init__(self, activate: Callable[[ArmedOps], Any], *, uid: int, gid: int) -> None:
         self._activate = activate
         now = time.time_ns()
         s, ns = divmod(now, _NS)
@@ -59,7 +59,8 @@ class ArmedOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
     def stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
         if path == "/" and not fh:
             return self._root
-        return self._activate(self).stat_fields(path, fh)
+        fields: tuple[int, ...] | int = self._activate(self).stat_fields(path, fh)
+        return fields
 
     def access(self, path: str, amode: int) -> int:
         if path == "/":

@@ -13,6 +13,12 @@ The first access through it takes the volume's lock (``--lock-file``, the lock t
 operation on the volume, so an access never races a Dismount, Mount or Format), opens the image and serves it
 ("activate"). ``--armed`` starts a daemon armed. A dismount without ``rearm`` ends the process once the image
 is closed.
+
+An NTFS image is served by ntfs-3g (``ntfs3g.py``): while simply mounted, ``lowntfs-3g`` answers at the mount point
+itself (a "direct" session: this process supervises it, answers the control socket and dismounts it); the armed
+session's first access, the volume lock and faults need this process's own session, which then serves a private
+ntfs-3g mount (``--inner-dir``) through ``passthrough.PassthroughOps``. A direct session switches to such a
+"proxy" session, when nothing is open, for a lock or faults.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 from ..errors import SimvolError
 from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
+from ..image.ntfs import is_ntfs, read_label
 from . import holders as holders_mod
 from . import mountinfo
 from ._fuselib import FastFUSE, invalidate_path, mfusepy
@@ -40,7 +47,9 @@ from .control import KEEP, ControlServer
 from .faulting import FaultingOps
 from .faults import FaultLog, FaultSet, FsFault
 from .locked import Holder, LockedOps
+from .ntfs3g import DirectOps, NtfsVolume
 from .ops import VolumeOps
+from .passthrough import PassthroughOps
 
 log = logging.getLogger("simvol.mount.daemon")
 
@@ -55,8 +64,9 @@ class Daemon:
         self.args = args
         self.mountpoint = os.path.abspath(args.mountpoint)
         self.image: Image | None = None
-        self.fs: FatFileSystem | None = None
-        self.ops: VolumeOps | None = None
+        self.fs: Any = None  # the FatFileSystem, or the NtfsVolume
+        self.ops: Any = None  # VolumeOps (FAT32), DirectOps or PassthroughOps (NTFS); None while armed
+        self.proxy_next = False  # the session ending now is followed by a proxy session (NTFS: lock, faults)
         self.control: ControlServer | None = None
         self.repaired: list[dict[str, Any]] = []
         self.closed = threading.Event()  # the process is done: last session over, image closed
@@ -88,13 +98,17 @@ class Daemon:
         if a.lock_file:
             self.lock_fd = os.open(a.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         if not a.armed:
-            self.ops = self.open_volume()
+            self.ops = self.open_volume(proxy=False)
         self.control = ControlServer(a.socket, self.handle, self._replied)
         self.control.start()
 
-    def open_volume(self) -> VolumeOps:
-        """Open and lock the image, repair it if a crash left it dirty, and make the operations that serve it."""
+    def open_volume(self, *, proxy: bool = True) -> Any:
+        """Open and lock the image, repair it if a crash left it dirty, and make the operations that serve it.
+        An NTFS volume is served by ntfs-3g at the mount point (a direct session) unless ``proxy``: then ntfs-3g
+        serves a private directory and this process's own session passes requests on to it."""
         a = self.args
+        if self._is_ntfs():
+            return self._open_ntfs(proxy)
         self.image = Image.open(a.image, writable=not a.readonly)
         fd, size = self.image.fd, self.image.fs_size
         if not a.readonly and is_dirty(fd, size):
@@ -106,9 +120,64 @@ class Daemon:
         self.fs = FatFileSystem(fd, size, writable=not a.readonly, discard=a.discard)
         return VolumeOps(self.fs, self.mountpoint, readonly=a.readonly, owner=_owner(a.owner))
 
+    def _is_ntfs(self) -> bool:
+        fd = os.open(self.args.image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return is_ntfs(os.pread(fd, 512, 0))
+        finally:
+            os.close(fd)
+
+    def _open_ntfs(self, proxy: bool) -> Any:
+        a = self.args
+        fd = os.open(a.image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            label = read_label(fd)
+        finally:
+            os.close(fd)
+        volume = NtfsVolume(a.image, readonly=a.readonly, label=label)
+        self.fs = volume
+        self.repaired = list(volume.repaired)
+        if not proxy:
+            return DirectOps(volume)  # the direct session starts ntfs-3g at the mount point
+        if not a.inner_dir:
+            raise SimvolError("an NTFS volume served through simvol's session needs --inner-dir")
+        os.makedirs(a.inner_dir, mode=0o700, exist_ok=True)
+        volume.serve(a.inner_dir, allow_other=False, owner=None, timeout=a.timeout)
+        return PassthroughOps(a.inner_dir, readonly=a.readonly, owner=_owner(a.owner))
+
+    @property
+    def direct(self) -> bool:
+        """ntfs-3g answers at the mount point itself (an NTFS volume simply mounted)."""
+        return isinstance(self.ops, DirectOps)
+
+    def _switch_to_proxy(self) -> dict[str, Any] | None:
+        """End the direct session and serve the volume through this process's own session (lock, faults): only
+        while nothing is open. None once the proxy session is live, else the refusal. The caller must not hold
+        ``activation`` (the main thread takes it to start the next session)."""
+        found, complete = holders_mod.scan([self.mountpoint], exclude_pids=[os.getpid()])
+        if found:
+            return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
+        with self.sessions:
+            n = self.session_no
+            self.proxy_next = True
+        ops = self.ops
+        server = ops.volume.server if isinstance(ops, DirectOps) else None
+        ok, msg = server.unmount() if server is not None else (False, "not served")
+        if not ok:
+            with self.sessions:
+                self.proxy_next = False
+            if "busy" in msg.lower():
+                return self._in_use([])
+            return {"ok": False, "error": f"unmount failed: {msg}"}
+        with self.sessions:
+            if not self.sessions.wait_for(lambda: self.closed_no >= n and self.live_no > n, 30):
+                return {"ok": False, "error": "the volume did not come back through simvol's session within 30 s"}
+        log.info("NTFS volume now served through simvol's session")
+        return None
+
     # ------------------------------------------------------------ activation of an armed session
 
-    def activate(self, armed: ArmedOps) -> VolumeOps:
+    def activate(self, armed: ArmedOps) -> Any:
         """The first access through the armed session ``armed`` (on the FUSE thread): mount the volume for real."""
         deadline = time.monotonic() + ACTIVATE_WAIT
         while True:
@@ -138,7 +207,7 @@ class Daemon:
             if armed is None:
                 return "not armed"
             try:
-                ops = self.open_volume()
+                ops = self.open_volume(proxy=True)
             except (SimvolError, OSError) as e:
                 log.error("cannot activate %s: %s", self.args.image, e)
                 self._close_volume()
@@ -173,6 +242,13 @@ class Daemon:
             new = [FsFault.from_dict(d) for d in specs]
         except (KeyError, TypeError, ValueError) as e:
             return {"ok": False, "error": f"bad fault: {e}"}
+        if new and self.direct:
+            refused = self._switch_to_proxy()
+            if refused is not None:
+                if refused.get("in_use"):
+                    refused["error"] = ("faults on an NTFS volume need simvol's own session, which it switches to "
+                                        "only while nothing is open: close the volume's files first")
+                return refused
         with self.activation:
             old = {f.id: f for f in self.faults.faults}
             for f in new:
@@ -192,6 +268,13 @@ class Daemon:
 
     def lock(self, pid: int, extra: list[str]) -> dict[str, Any]:
         """Grant the volume lock to ``pid`` (and its descendants) unless another process holds the volume."""
+        if self.direct and self.locked_by is None:
+            found, complete = self.holders(extra)
+            if found:
+                return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
+            refused = self._switch_to_proxy()  # the lock is simvol's session's: serve the volume through it
+            if refused is not None:
+                return refused
         with self.activation:
             if self.locked_by is not None:
                 return {"ok": False, "locked": True, "error": f"the volume is locked by pid {self.locked_by.pid}"}
@@ -264,10 +347,26 @@ class Daemon:
             if not isinstance(specs, list) or not all(isinstance(d, dict) for d in specs):
                 return {"ok": False, "error": "bad request: set must be a list of faults"}
             return self.set_faults(specs)
+        if op == "compression":
+            return self.compression(req.get("set"))
         if op == "activate":  # from the service, which holds the volume's lock
             error = self._activate_locked() if self.ops is None else ""
             return {"ok": not error, "error": error} if error else {"ok": True, "repaired": self.repaired}
         return {"ok": False, "error": f"unknown request {op!r}"}
+
+    def compression(self, value: object) -> dict[str, Any]:
+        """NTFS: the root directory's compressed attribute (VDS_FPF_COMPRESSED), set or cleared with ``value``."""
+        fs = self.fs
+        if not isinstance(fs, NtfsVolume):
+            return {"ok": False, "error": "FAT32 cannot be compressed"}
+        if value is not None and not isinstance(value, bool):
+            return {"ok": False, "error": "bad request: set must be true or false"}
+        try:
+            if value is not None:
+                fs.set_compressed(value)
+            return {"ok": True, "compressed": fs.compressed()}
+        except OSError as e:
+            return {"ok": False, "error": f"ntfs-3g refused: {e.strerror or e}"}
 
     def status(self) -> dict[str, Any]:
         base = {
@@ -297,13 +396,16 @@ class Daemon:
             "total_clusters": sfs.total_clusters,
             "cluster_size": sfs.cluster_size,
             "label": self._label(),
+            "compressed": self.fs.compressed() if isinstance(self.fs, NtfsVolume) else False,
+            "filesystem": "NTFS" if isinstance(self.fs, NtfsVolume) else "FAT32",
+            "direct": self.direct,
         }
 
     def _label(self) -> str:
         assert self.ops is not None and self.fs is not None
         with self.ops.engine_lock:
             try:
-                return self.fs.label
+                return str(self.fs.label)
             except OSError:
                 return ""
 
@@ -413,6 +515,8 @@ class Daemon:
         with ops.engine_lock:
             fs.mark_clean()
         self.forced = True
+        if isinstance(ops, DirectOps):
+            return self._wait_closed()  # ntfs-3g is ending (make_all_stale): its mount and its session go with it
         entry = mountinfo.find_mount(self.mountpoint)
         if entry is None or not mountinfo.abort_connection(entry):
             # No fusectl: end the loop with a signal aimed at the FUSE thread itself (docs/fuse-notes.md §4, §5).
@@ -456,6 +560,18 @@ class Daemon:
             # control thread answers the dismount, and releases it, once that session is live.)
             with self.sessions:
                 rearm, self.rearm = self.rearm, False
+                proxy, self.proxy_next = self.proxy_next, False
+            if proxy and not rearm:
+                # An NTFS volume goes on through this process's own session (a lock or faults asked for it).
+                try:
+                    with self.activation:
+                        self.ops = self.open_volume(proxy=True)
+                except (SimvolError, OSError) as e:
+                    log.error("cannot serve %s through simvol's session: %s", a.image, e)
+                    self._close_volume()
+                    code = 1
+                    break
+                continue
             if not rearm:
                 break
         self._cleanup()
@@ -469,7 +585,9 @@ class Daemon:
         with self.sessions:
             self.session_no += 1
             n = self.session_no
-        ops: VolumeOps | ArmedOps
+        ops: Any
+        if isinstance(self.ops, DirectOps):
+            return self._direct_session(ready_fd, n)
         if self.ops is not None:
             ops = self.ops
         else:
@@ -513,6 +631,36 @@ class Daemon:
                 log.warning("lazy unmount of %s failed: %s", self.mountpoint, msg)
         if watcher.is_alive() and ready_fd is not None:
             _report(ready_fd, {"ok": False, "error": "the mount ended before it became live; see the log"})
+        with self.sessions:
+            self.closed_no = n
+            self.sessions.notify_all()
+        return code
+
+    def _direct_session(self, ready_fd: int | None, n: int) -> int:
+        """An NTFS volume's session served by ntfs-3g at the mount point: start it, report, wait for its end (an
+        unmount, a forced dismount's SIGTERM, or ntfs-3g failing); the volume is closed when this returns."""
+        a = self.args
+        volume = self.fs
+        assert isinstance(volume, NtfsVolume)
+        code = 0
+        try:
+            volume.serve(self.mountpoint, allow_other=a.allow_other, owner=_owner(a.owner), timeout=a.timeout)
+        except (SimvolError, OSError) as e:
+            log.error("%s", e)
+            _report(ready_fd, {"ok": False, "error": str(e)})
+            code = 1
+        else:
+            with self.sessions:
+                self.live_no = n
+                self.sessions.notify_all()
+            _report(ready_fd, {"ok": True, "pid": os.getpid(), "repaired": self.repaired, "armed": False})
+            server = volume.server
+            assert server is not None and server.proc is not None
+            server.proc.wait()
+            if server.proc.returncode not in (0, -signal.SIGTERM):
+                log.warning("ntfs-3g exited with %s", server.proc.returncode)
+        with self.activation:
+            self._close_volume()
         with self.sessions:
             self.closed_no = n
             self.sessions.notify_all()
@@ -585,6 +733,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--armed", action="store_true", help="start without the volume: the first access mounts it")
     p.add_argument("--lock-file", help="the volume's lock, taken to mount it on a first access")
     p.add_argument("--fault-log", help="where every fault hit is appended (one JSON line each)")
+    p.add_argument("--inner-dir", help="NTFS: where ntfs-3g serves the volume privately behind simvol's session")
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--detach", action="store_true", help="fork once so the daemon is not the caller's child")

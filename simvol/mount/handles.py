@@ -68,7 +68,7 @@ class HandleTable:
                 self._per_node.pop(k, None)
         return h
 
-    def node_is_open(self, node: Node) -> bool:
+    def node_is_open(self, node: object) -> bool:
         return id(node) in self._per_node
 
     def of_node(self, node: Node) -> Iterator[Handle]:

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AccessDeniedError, SimvolError, VolumeInUseError
+from ..errors import AccessDeniedError, SimvolError, UnsupportedFileSystemError, VolumeInUseError
 from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
+from ..image.ntfs import is_ntfs
 from .faults import FaultLog
 from .launcher import MountError
 from .mounter import Access, FsStatus, Mounter, Presence, VolumeLock
@@ -76,6 +77,10 @@ class InProcessMounter(Mounter):
             im = Image.open(image, writable=not readonly)
         except SimvolError as e:
             raise MountError(f"cannot mount {image}: {e}", image) from e
+        if is_ntfs(os.pread(im.fd, 512, 0)):
+            im.close()
+            raise MountError(f"cannot mount {image} in process: NTFS volumes are served by ntfs-3g (the daemon)",
+                             image)
         try:
             if not readonly and is_dirty(im.fd, im.fs_size):
                 self.repaired[volume_id] = [p.as_dict() for p in check(im.fd, im.fs_size, repair=True)]
@@ -113,6 +118,9 @@ class InProcessMounter(Mounter):
             return None
         st = m.fs.statfs()
         return FsStatus(st.total_clusters, st.free_clusters, st.cluster_size, m.fs.label)
+
+    def set_compression(self, volume_id: str, value: bool) -> None:
+        raise UnsupportedFileSystemError("FAT32 cannot be compressed")  # only FAT32 runs in process
 
     def flush(self, volume_id: str) -> None:
         m = self._mounted.get(volume_id)

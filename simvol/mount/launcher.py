@@ -178,6 +178,7 @@ def start_daemon(
         args += ["--lock-file", lock_file]
     if fault_log:
         args += ["--fault-log", fault_log]
+    args += ["--inner-dir", os.path.join(run_dir, "inner", volume_id.lower())]  # NTFS: ntfs-3g's private mount
     env = dict(os.environ)
     env["FUSE_LIBRARY_NAME"] = "fuse3"
     env.pop("FUSE_LIBRARY_PATH", None)
@@ -369,6 +370,10 @@ class DaemonClient:
         message: dict[str, Any] = {"op": "faults"} if specs is None else {"op": "faults", "set": specs}
         armed: list[dict[str, Any]] = self._ok(request(self.socket, message))["faults"]
         return armed
+
+    def request(self, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """Any request; the answer as it came (``ok`` false included)."""
+        return request(self.socket, message, timeout)
 
     def activate(self, timeout: float = 60.0) -> dict[str, Any]:
         """Mount the volume of an armed daemon now (the caller holds the volume's lock)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AccessDeniedError, InternalError, SimvolError, VolumeInUseError
+from ..errors import AccessDeniedError, InternalError, SimvolError, UnsupportedFileSystemError, VolumeInUseError
 from . import holders as holders_mod
 from .control import ControlError
 from .faults import FaultLog
@@ -69,6 +69,7 @@ class FsStatus:
     free_clusters: int
     cluster_size: int
     label: str
+    compressed: bool = False  # NTFS: the root directory is compressed (VDS_FPF_COMPRESSED)
 
 
 class Mounter(abc.ABC):
@@ -115,6 +116,11 @@ class Mounter(abc.ABC):
     @abc.abstractmethod
     def fs_status(self, volume_id: str) -> FsStatus | None:
         """The mounted file system's figures; None when nothing serves the volume."""
+
+    @abc.abstractmethod
+    def set_compression(self, volume_id: str, value: bool) -> None:
+        """NTFS: compress the root directory (new files and folders inherit it) or stop; raises
+        UnsupportedFileSystemError when the mounted file system cannot."""
 
     @abc.abstractmethod
     def flush(self, volume_id: str) -> None:
@@ -358,8 +364,20 @@ class DaemonMounter(Mounter):
         if st.get("armed"):
             return None
         return FsStatus(
-            int(st["total_clusters"]), int(st["free_clusters"]), int(st["cluster_size"]), st.get("label", "")
+            int(st["total_clusters"]), int(st["free_clusters"]), int(st["cluster_size"]), st.get("label", ""),
+            bool(st.get("compressed", False)),
         )
+
+    def set_compression(self, volume_id: str, value: bool) -> None:
+        client = self._client(volume_id)
+        if client is None:
+            raise InternalError(message="the volume is not mounted")
+        try:
+            answer = client.request({"op": "compression", "set": value})
+        except ControlError as e:
+            raise InternalError(message=f"the volume daemon does not answer: {e}") from e
+        if not answer.get("ok"):
+            raise UnsupportedFileSystemError(str(answer.get("error")))
 
     def flush(self, volume_id: str) -> None:
         client = self._client(volume_id)

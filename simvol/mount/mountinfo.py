@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 FSTYPE = "fuse.simvol"
 FSNAME_PREFIX = "simvol:"
 ARMED_SUFFIX = ":armed"  # the fsname of a session mounted armed: simvol:GUID:armed
+# ntfs-3g serving an NTFS volume at its mount point: the kernel lists it as plain "fuse" with the image as source
+# (lowntfs-3g refuses fsname=), so simvol knows its own by the mount point, ROOT/volumes/{GUID}.
+_NTFS_FSTYPES = frozenset({"fuse", "fuseblk"})
+_VOLUME_DIR = re.compile(r"/volumes/\{([0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})\}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +37,18 @@ class MountEntry:
 
     @property
     def is_simvol(self) -> bool:
-        return self.fstype == FSTYPE
+        """simvol's own session, or ntfs-3g serving a simvol NTFS volume at its mount point."""
+        return self.fstype == FSTYPE or self.is_ntfs3g
+
+    @property
+    def is_ntfs3g(self) -> bool:
+        return self.fstype in _NTFS_FSTYPES and _VOLUME_DIR.search(self.mountpoint) is not None
 
     @property
     def volume_guid(self) -> str | None:
+        if self.is_ntfs3g:
+            m = _VOLUME_DIR.search(self.mountpoint)
+            return m.group(1).lower() if m else None
         if not self.source.startswith(FSNAME_PREFIX):
             return None
         return self.source[len(FSNAME_PREFIX) :].removesuffix(ARMED_SUFFIX)

@@ -598,6 +598,11 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
     def symlink(self, target: str, source: str) -> int:
         raise _err(errno.EPERM)
 
+    def readlink(self, path: str) -> str:
+        # Nothing on FAT32 is a link. Registered all the same: a session that starts with these callbacks may be
+        # served later by operations that have links (an NTFS volume behind passthrough.py).
+        raise _err(errno.EINVAL)
+
     def link(self, target: str, source: str) -> int:
         raise _err(errno.EPERM)
 

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 
 from ..errors import HRESULTS, InvalidArgumentError, vds_error
-from ..image.filesystems import FAT32
+from ..image.filesystems import FAT32, FileSystem
 from .paths import shown
 
 __all__ = ["Tree", "copy_tree", "plan_tree"]
@@ -30,7 +30,7 @@ class Tree:
     size: int = 0
 
 
-def plan_tree(top: str, volume_size: int) -> Tree:
+def plan_tree(top: str, volume_size: int, fs: FileSystem = FAT32) -> Tree:
     if not os.path.isdir(top):
         raise vds_error(HRESULTS["HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)"], f"{shown(top)} is not a directory")
     tree = Tree(os.path.abspath(top))
@@ -47,10 +47,10 @@ def plan_tree(top: str, volume_size: int) -> Tree:
         seen: dict[str, str] = {}
         for entry in entries:
             sub = os.path.join(rel, entry.name)
-            why = FAT32.name_problem(entry.name)
+            why = fs.name_problem(entry.name)
             if why:
                 raise fail(sub, why)
-            key = FAT32.name_key(entry.name)
+            key = fs.name_key(entry.name)
             if key in seen:
                 raise fail(sub, f"one name with {seen[key]!r} on a case-insensitive volume")
             seen[key] = entry.name
@@ -59,8 +59,8 @@ def plan_tree(top: str, volume_size: int) -> Tree:
                 tree.dirs.append(sub)
                 walk(sub)
             elif stat.S_ISREG(st.st_mode):
-                if st.st_size > FAT32.max_file_size:
-                    raise fail(sub, f"{st.st_size} bytes: FAT32 files end at {FAT32.max_file_size}")
+                if st.st_size > fs.max_file_size:
+                    raise fail(sub, f"{st.st_size} bytes: {fs.name} files end at {fs.max_file_size}")
                 tree.files.append((sub, st.st_size))
                 tree.size += st.st_size
             else:

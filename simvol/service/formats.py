@@ -8,7 +8,7 @@ the size and the allocation unit. ``create_volume`` applies its own checks (size
 from __future__ import annotations
 
 from ..errors import HRESULTS, FormatError, InvalidArgumentError, VdsError, vds_error
-from ..image.filesystems import Fat32, driver
+from ..image.filesystems import FileSystem, driver
 from ..types import FileSystemType
 
 # File systems Windows formats: a request for one simvol cannot format is VDS_E_INCOMPATIBLE_FILE_SYSTEM; any other
@@ -30,7 +30,13 @@ def format_error_to_vds(e: FormatError) -> VdsError:
     return vds_error(HRESULTS[_REASONS.get(e.reason, "E_INVALIDARG")], str(e))
 
 
-def format_driver(fs_type: object, label: object, unit: object) -> Fat32:
+def requested_driver(fs_type: object) -> FileSystem | None:
+    """The driver ``fs_type`` (a VDS_FILE_SYSTEM_TYPE or a name) asks for; None when simvol has none."""
+    name = _fs_name(fs_type)
+    return driver(name) if name else None
+
+
+def format_driver(fs_type: object, label: object, unit: object) -> FileSystem:
     """Check the arguments' types and the file-system type; return the driver that formats it."""
     if label is not None and not isinstance(label, str):
         raise InvalidArgumentError(message=f"the label must be a string, got {label!r}")
@@ -41,11 +47,11 @@ def format_driver(fs_type: object, label: object, unit: object) -> Fat32:
     if found is not None:
         return found
     if name in WINDOWS_FILE_SYSTEMS:
-        raise vds_error(HRESULTS["VDS_E_INCOMPATIBLE_FILE_SYSTEM"], f"simvol formats FAT32 only, not {name}")
+        raise vds_error(HRESULTS["VDS_E_INCOMPATIBLE_FILE_SYSTEM"], f"simvol formats FAT32 and NTFS, not {name}")
     raise vds_error(HRESULTS["VDS_E_INVALID_FS_TYPE"], f"unknown file-system type {fs_type!r}")
 
 
-def check_fits(fs: Fat32, size: int, label: str | None, unit: int, *, windows_limits: bool) -> None:
+def check_fits(fs: FileSystem, size: int, label: str | None, unit: int, *, windows_limits: bool) -> None:
     """The label, the size and the allocation unit, in that order; raises the VDS error of the first that fails."""
     try:
         fs.plan(size, unit, label, windows_limits=windows_limits)

@@ -35,7 +35,7 @@ from ..errors import (
     vds_error,
 )
 from ..image import Image, ImageMetadata, adopt_image, create_image, has_trailer_magic, read_metadata
-from ..image.filesystems import FAT32
+from ..image.filesystems import NTFS, of_image
 from ..interrupts import shielded, unshielded
 from ..mount import Access, DaemonMounter, Mounter, read_mounts
 from ..types import ROLE_FLAGS, VolumeFlag, VolumeState
@@ -166,11 +166,12 @@ class VolumeService:
         allow_other: bool | None = None,
         owner: int | str | tuple[int, int] | None = None,
     ) -> Volume:
-        """Create an image, format it FAT32 and attach it; it arrives mounted, like a new Windows volume.
+        """Create an image, format it (``filesystem``: FAT32 or NTFS) and attach it; it arrives mounted, like a new
+        Windows volume.
 
         ``roles``: any of ``system``, ``boot``, ``pagefile``, ``hidden``, ``readonly``,
         ``no-default-drive-letter``, ``no-permanent-dismount``. ``files``: a host directory whose tree is copied
-        into the new volume (checked first: FAT32 names, no links or devices, room enough); an interrupt or a
+        into the new volume (checked first: Windows names, no links or devices, room enough); an interrupt or a
         failure while copying deletes the volume. ``allow_other`` and ``owner``: see :meth:`attach`.
         """
         fs = format_driver("FAT32" if filesystem is None or filesystem == "" else filesystem, label, cluster_size)
@@ -199,7 +200,7 @@ class VolumeService:
         check_fits(fs, size, label, cluster_size, windows_limits=False)
         if files is not None and flags & VolumeFlag.READONLY:
             raise InvalidArgumentError(message="a read-only volume cannot be filled from a directory")
-        tree = plan_tree(os.fspath(files), size) if files is not None else None
+        tree = plan_tree(os.fspath(files), size, fs) if files is not None else None
         access = self._access(allow_other, owner)
         vid = uuid.uuid4()
         path = _image_path(image) if image is not None else os.path.join(self.root.images, f"{vid}.img")
@@ -329,16 +330,18 @@ class VolumeService:
         return vol
 
     def _adopt(self, path: str) -> ImageMetadata:
+        fs = of_image(path)
         try:
-            problems = FAT32.check_plain(path)
+            problems = fs.check_plain(path)
         except UnsupportedFileSystemError as e:
             raise vds_error(HRESULTS["VDS_E_INCOMPATIBLE_FILE_SYSTEM"],
-                            f"{path} holds no FAT32 file system simvol can adopt: {e}") from e
+                            f"{path} holds no FAT32 or NTFS file system simvol can adopt: {e}") from e
         if problems:
             listed = "; ".join(f"{p['path']}: {p['detail']}" for p in problems[:5])
+            fixer = "ntfsfix" if fs is NTFS else "fsck.fat -a"
             raise vds_error(HRESULTS["VDS_E_OBJECT_STATUS_FAILED"],
                             f"{path}: the file system is damaged ({len(problems)} problems: {listed}); "
-                            f"repair it first (fsck.fat -a)")
+                            f"repair it first ({fixer})")
         return adopt_image(path, flags=int(VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED))
 
     # ================================================================= host-wide operations

@@ -27,7 +27,7 @@ from ..errors import (
     vds_error,
 )
 from ..image import Image, ImageMetadata
-from ..image.filesystems import FAT32
+from ..image.filesystems import FAT32, NTFS, FileSystem, of_image
 from ..interrupts import shielded
 from ..types import (
     CRITICAL_ROLES,
@@ -44,7 +44,7 @@ from ..types import (
     VolumeType,
 )
 from .faults import Faults
-from .formats import check_fits, format_driver
+from .formats import check_fits, format_driver, requested_driver
 from .host import Host
 from .paths import AccessPath, Shape, guid_path, inside, parse_access_path, shown
 from .registry import PathRow
@@ -52,7 +52,7 @@ from .registry import PathRow
 log = logging.getLogger(__name__)
 
 _E = HRESULTS
-_ALWAYS = VolumeFlag.NTFS_NOT_SUPPORTED | VolumeFlag.FAT_NOT_SUPPORTED | VolumeFlag.REFS_NOT_SUPPORTED
+_ALWAYS = VolumeFlag.FAT_NOT_SUPPORTED | VolumeFlag.REFS_NOT_SUPPORTED  # simvol formats FAT32 and NTFS only
 M = VolumeState.MOUNTED
 T = VolumeState.TEMPORARILY_DISMOUNTED
 P = VolumeState.PERMANENTLY_DISMOUNTED
@@ -183,7 +183,9 @@ class Volume:
             size = meta.fs_size
             if not FAT32.windows_formattable(size):
                 flags |= VolumeFlag.FAT32_NOT_SUPPORTED
-            if state.dismounted and FAT32.dirty(self.image, size):
+            if not NTFS.windows_formattable(size):
+                flags |= VolumeFlag.NTFS_NOT_SUPPORTED
+            if state.dismounted and self._fs().dirty(self.image, size):
                 flags |= VolumeFlag.DIRTY
         return flags
 
@@ -204,7 +206,7 @@ class Volume:
             transition_state=TransitionState.STABLE,
             size=meta.fs_size if meta else 0,
             flags=self._flags(state, meta),
-            recommended_file_system_type=FileSystemType.FAT32,
+            recommended_file_system_type=FileSystemType[self._fs().name],
             name=f"\\\\?\\GLOBALROOT\\Device\\HarddiskVolume{row.number}",
         )
 
@@ -233,18 +235,30 @@ class Volume:
         with self._lock():
             if self._enter() is P:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
-            return FAT32.name
+            return self._fs().name
+
+    def _fs(self) -> FileSystem:
+        """The driver of the file system the image holds (FAT32 when it cannot be read)."""
+        return of_image(self.image)
 
     @_vds("QueryFileSystemFormatSupport")
     def query_file_system_format_support(self) -> list[FileSystemFormatSupportProp]:
         with self._lock():
             self._enter()
-            default, allowed = FAT32.format_support(self._meta().fs_size)
-            return [
-                FileSystemFormatSupportProp(
-                    FileSystemFormatSupportFlag.DEFAULT | FileSystemFormatSupportFlag.RECOMMENDED, 0, default, allowed
-                )
-            ]
+            size, current = self._meta().fs_size, self._fs()
+            # Every file system simvol formats that fits the size; the volume's own is the default and recommended
+            # one (docs/windows-semantics.md §5.9).
+            out = []
+            ordered: list[FileSystem] = [current, *(f for f in (FAT32, NTFS) if f is not current)]
+            for fs in ordered:
+                default, allowed = fs.format_support(size)
+                if not allowed:
+                    continue
+                flags = FileSystemFormatSupportFlag(0)
+                if fs is current:
+                    flags = FileSystemFormatSupportFlag.DEFAULT | FileSystemFormatSupportFlag.RECOMMENDED
+                out.append(FileSystemFormatSupportProp(flags, 0, default, allowed, fs.name))
+            return out
 
     @_vds("GetFileSystemProperties")
     def get_file_system_properties(self) -> FileSystemProp:
@@ -262,9 +276,9 @@ class Volume:
         if st is None:
             raise _fail("VDS_E_OBJECT_STATUS_FAILED", "the volume is not mounted")
         return FileSystemProp(
-            type=FileSystemType.FAT32,
+            type=FileSystemType[self._fs().name],
             volume_id=self.id,
-            flags=FileSystemPropFlag(0),
+            flags=FileSystemPropFlag.COMPRESSED if st.compressed else FileSystemPropFlag(0),
             total_allocation_units=st.total_clusters,
             available_allocation_units=st.free_clusters,
             allocation_unit_size=st.cluster_size,
@@ -278,7 +292,7 @@ class Volume:
             st = self._host.mounter.fs_status(self._vid)
         except SimvolError:
             st = None
-        return st.label if st is not None else FAT32.label(self.image)
+        return st.label if st is not None else self._fs().label(self.image)
 
     def holders(self) -> list[dict[str, Any]]:
         """Processes holding the mounted volume: pid, process, path, kind (file, dir, cwd, root, mmap)."""
@@ -613,15 +627,22 @@ class Volume:
                 raise _fail("VDS_E_OPERATION_DENIED", "system, boot and pagefile volumes cannot be formatted")
             if meta.flags & VolumeFlag.READONLY:
                 raise _fail("VDS_E_MEDIA_WRITE_PROTECTED")
-            if compress:
-                raise _fail("VDS_E_COMPRESSION_NOT_SUPPORTED", "FAT32 cannot be compressed")
+            if compress and not (requested_driver(fs_type) is NTFS
+                                 and NTFS.can_compress(unit or NTFS.format_support(meta.fs_size)[0])):
+                # Before anything changes: only NTFS compresses, and only with clusters of at most 4 KiB.
+                raise _fail("VDS_E_COMPRESSION_NOT_SUPPORTED",
+                            "only NTFS with clusters of at most 4 KiB can be compressed")
             fs = format_driver(fs_type, label, unit)
             size = meta.fs_size
             check_fits(fs, size, label, unit, windows_limits=True)
             if state is M:
                 self._host.stop(self._vid, force=force, paths=self._host_paths())
             try:
-                fs.format(self.image, unit=unit, label=label, windows_limits=True, quick=quick)
+                if fs is NTFS:
+                    NTFS.format(self.image, unit=unit, label=label, windows_limits=True, quick=quick,
+                                compress=compress)
+                else:
+                    fs.format(self.image, unit=unit, label=label, windows_limits=True, quick=quick)
             except (SimvolError, OSError) as e:  # a FormatError too, though check_fits ruled it out
                 raise _fail("VDS_E_IO_ERROR", f"formatting failed: {e}") from e
             self._mount_now()
@@ -640,8 +661,16 @@ class Volume:
                 raise _fail("VDS_E_VOLUME_NOT_ONLINE")
             if state is T:
                 self._mount_now()
-            if setting and flags & FileSystemPropFlag.COMPRESSED:
-                raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 cannot be compressed")
+            if flags & FileSystemPropFlag.COMPRESSED:
+                fs = self._fs()
+                if fs is not NTFS:
+                    if setting:
+                        raise _fail("VDS_E_NOT_SUPPORTED", f"{fs.name} cannot be compressed")
+                    return S_OK
+                st = self._host.mounter.fs_status(self._vid)
+                if setting and st is not None and not NTFS.can_compress(st.cluster_size):
+                    raise _fail("VDS_E_NOT_SUPPORTED", "NTFS compression needs clusters of at most 4 KiB")
+                self._host.mounter.set_compression(self._vid, setting)
             return S_OK
 
     @_vds("SetFileSystemFlags")
@@ -667,11 +696,11 @@ class Volume:
                     raise _fail("VDS_E_DEVICE_IN_USE", "dismount the volume before repairing it")
                 self._host.mounter.flush(self._vid)
                 try:
-                    return FAT32.check_live(self.image, self._meta().fs_size, progress=progress)
+                    return self._fs().check_live(self.image, self._meta().fs_size, progress=progress)
                 except UnsupportedFileSystemError as e:
                     raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
             try:
-                return FAT32.check(self.image, repair=repair, progress=progress)
+                return self._fs().check(self.image, repair=repair, progress=progress)
             except UnsupportedFileSystemError as e:
                 raise _fail("VDS_E_OBJECT_STATUS_FAILED", str(e)) from e
             except ImageError as e:
@@ -719,7 +748,7 @@ class Volume:
             "flags": int(prop.flags),
             "flag_names": [f"VDS_VF_{f.name}" for f in VolumeFlag if f in prop.flags and f.name],
             "size": prop.size,
-            "filesystem": FAT32.name,
+            "filesystem": self._fs().name,
             "label": self.label if state is not FAILED else "",
             "access_paths": paths,
             "mounted": mounted,

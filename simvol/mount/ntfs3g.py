@@ -1,0 +1,257 @@
+"""An NTFS volume in the mount daemon: ntfs-3g (``lowntfs-3g``) supervised as the volume's FUSE server.
+
+docs/architecture.md ("NTFS volumes: the mechanism") says why. In short: while an NTFS volume is simply mounted,
+``lowntfs-3g`` itself answers at the mount point (:class:`DirectOps` stands for it in the daemon), so programs get
+ntfs-3g's own speed; the kernel gives what a dismount needs (a non-lazy unmount fails with EBUSY while anything is
+open, ``/proc`` names the holders), and a forced dismount ends the server with SIGTERM: it closes the volume cleanly
+and its mount goes at once, so every old handle fails with ENOTCONN and nothing written through one reaches the
+image. What needs simvol's own session (the armed mount point's first access, the volume lock, faults) mounts
+ntfs-3g privately and serves it through :class:`~simvol.mount.passthrough.PassthroughOps`.
+
+Facts about lowntfs-3g this relies on (ntfs-3g 2022.10.3, measured): it carries its own FUSE 2.8, so the
+foreground option is ``-o no_detach``; it refuses ``fsname=`` and the kernel lists its mount as plain ``fuse`` with
+the image as source (``mountinfo`` recognises simvol's NTFS mounts by their mount point); on SIGTERM it unmounts
+(lazily) and closes the volume; run as root it adds ``allow_other`` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+from ..errors import SimvolError
+from ..image import Image
+from ..image.ntfs import in_use, ntfs_tool, repair_region, set_in_use
+from . import mountinfo
+from .passthrough import ATTRIB_XATTR
+
+FILE_ATTRIBUTE_COMPRESSED = 0x800
+
+log = logging.getLogger(__name__)
+
+#: Windows' name rules, large writes; files 0644 and directories 0755 as on FAT32 volumes. Not ``ignore_case``:
+#: it makes lookups case-insensitive but lists every name in lower case (ntfs-3g(8)), so a file copied out of the
+#: volume would lose its case. NTFS volumes are therefore case-sensitive for now (docs/behaviour.md).
+OPTIONS = "windows_names,big_writes,fmask=0133,dmask=0022"
+
+
+@dataclass(frozen=True, slots=True)
+class NtfsStatFs:
+    """The mounted volume's figures, as the daemon's status reports them."""
+
+    total_clusters: int
+    free_clusters: int
+    cluster_size: int
+
+
+class Server:
+    """One ``lowntfs-3g`` process serving an image at a directory, in the foreground (a child of the daemon)."""
+
+    def __init__(self, image: str, mountpoint: str, *, readonly: bool, allow_other: bool,
+                 owner: tuple[int, int] | None) -> None:
+        self.image = image
+        self.mountpoint = mountpoint
+        options = ["no_detach", OPTIONS]
+        if readonly:
+            options.append("ro")
+        if allow_other:
+            options.append("allow_other")
+        if owner is not None:
+            options.append(f"uid={owner[0]},gid={owner[1]}")
+        argv = [ntfs_tool("lowntfs-3g"), "-o", ",".join(options), image, mountpoint]
+        # If the daemon dies, its ntfs-3g goes too (and closes the volume on the way): the parent-death signal.
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
+        self.argv = argv
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float) -> None:
+        """Start the server; returns once its mount is live. Raises SimvolError with ntfs-3g's own words."""
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, cwd="/")
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            entry = mountinfo.find_mount(self.mountpoint)
+            if entry is not None and entry.source in (self.image, os.path.realpath(self.image)):
+                threading.Thread(target=self._log_stderr, name="simvol-ntfs-3g", daemon=True).start()
+                return
+            if self.proc.poll() is not None or time.monotonic() >= deadline:
+                self.terminate()
+                err = self.proc.stderr.read().decode("utf-8", "replace") if self.proc.stderr else ""
+                self.wait(5)
+                lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("Version", "Requested"))]
+                raise SimvolError(f"ntfs-3g could not mount {self.image}: {' '.join(lines)[-400:] or 'timed out'}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.005)
+
+    def _log_stderr(self) -> None:
+        proc = self.proc
+        if proc is None or proc.stderr is None:
+            return
+        for line in proc.stderr:
+            log.info("ntfs-3g: %s", line.decode("utf-8", "replace").rstrip())
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def unmount(self) -> tuple[bool, str]:
+        """A safe unmount: refused (False, "...busy...") while anything is open; ntfs-3g then closes the volume
+        and exits."""
+        return mountinfo.unmount(self.mountpoint)
+
+    def terminate(self) -> None:
+        """End the server now: its mount goes (every handle fails with ENOTCONN), the volume is closed cleanly."""
+        if self.alive():
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the server to exit; False if it is still running after ``timeout``."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def stop(self) -> None:
+        """Unmount (safely if possible, else by ending the server) and wait for the process to be gone."""
+        if not self.alive():
+            return
+        ok, msg = self.unmount()
+        if not ok or not self.wait(10):
+            log.warning("ntfs-3g at %s did not unmount (%s): ending it", self.mountpoint, msg)
+            self.terminate()
+            if not self.wait(10):
+                assert self.proc is not None
+                self.proc.kill()
+                self.wait(5)
+        if mountinfo.find_mount(self.mountpoint) is not None:
+            mountinfo.unmount(self.mountpoint, lazy=True)
+
+
+class NtfsVolume:
+    """An NTFS image open in the daemon: locked, repaired first if a crash left it in use, marked in use while
+    open. The file system is ntfs-3g's; what the daemon calls on its "fs" is here (``sync``, ``mark_clean``,
+    ``statfs``, ``label``, ``close``)."""
+
+    def __init__(self, image: str, *, readonly: bool, label: str) -> None:
+        self.image = Image.open(image, writable=not readonly)
+        self.readonly = readonly
+        self.label = label
+        self.repaired: list[dict[str, object]] = []
+        self.root = ""  # where ntfs-3g serves the volume (the mount point, or the private directory)
+        self.server: Server | None = None
+        try:
+            if not readonly and in_use(self.image):
+                log.warning("image %s was left in use: checking and repairing before the mount", image)
+                self.repaired = list(repair_region(self.image))
+                for p in self.repaired:
+                    log.warning("repair: %s", p.get("detail"))
+            if not readonly:
+                set_in_use(self.image, True)
+        except BaseException:
+            self.image.close()
+            raise
+
+    def serve(self, directory: str, *, allow_other: bool, owner: tuple[int, int] | None, timeout: float) -> None:
+        """Start ntfs-3g on ``directory``."""
+        server = Server(self.image.path, directory, readonly=self.readonly, allow_other=allow_other, owner=owner)
+        server.start(timeout)
+        self.server, self.root = server, directory
+
+    def sync(self) -> None:
+        # ntfs-3g writes every change through to the image file at once; this makes it durable.
+        if not self.image.closed:
+            os.fsync(self.image.fd)
+
+    def mark_clean(self) -> None:
+        """Nothing to do before the unmount: ntfs-3g closes the volume when it exits (``close`` clears simvol's
+        in-use marker afterwards)."""
+
+    def statfs(self) -> NtfsStatFs:
+        s = os.statvfs(self.root)
+        return NtfsStatFs(s.f_blocks, s.f_bfree, s.f_frsize)
+
+    def compressed(self) -> bool:
+        try:
+            return bool(_attributes(self.root) & FILE_ATTRIBUTE_COMPRESSED)
+        except OSError:
+            return False
+
+    def set_compressed(self, value: bool) -> None:
+        """Compress the root directory (new files and folders inherit it) or stop; ntfs-3g does the rest."""
+        attrs = _attributes(self.root)
+        new = attrs | FILE_ATTRIBUTE_COMPRESSED if value else attrs & ~FILE_ATTRIBUTE_COMPRESSED
+        if new != attrs:
+            os.setxattr(self.root, ATTRIB_XATTR, struct.pack(">I", new))
+
+    def close(self) -> None:
+        """Stop ntfs-3g (which closes the volume), clear the in-use marker, close and unlock the image."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+            clean = not server.alive()
+        else:
+            clean = True
+        try:
+            if clean and not self.readonly and not self.image.closed:
+                set_in_use(self.image, False)
+        except (SimvolError, OSError) as e:
+            log.error("cannot clear the in-use marker of %s: %s", self.image.path, e)
+        finally:
+            self.image.close()
+
+
+def _attributes(path: str) -> int:
+    raw = os.getxattr(path, ATTRIB_XATTR)
+    return int(struct.unpack(">I", raw)[0])
+
+
+class DirectOps:
+    """Stands for ntfs-3g answering at the mount point itself, where the daemon expects a session's operations:
+    no handle table (the kernel and /proc know the holders), and a forced dismount ends the server."""
+
+    def __init__(self, volume: NtfsVolume) -> None:
+        self.volume = volume
+        self.engine_lock = threading.RLock()
+        self.fuse_ptr: int | None = None
+
+    def handles(self) -> list[object]:
+        return []
+
+    def handle_count(self) -> int:
+        return 0
+
+    def open_file_paths(self) -> list[str]:
+        return []
+
+    def set_refuse_opens(self, value: bool) -> None:
+        """The kernel refuses the unmount itself while anything is open."""
+
+    def make_all_stale(self) -> list[str]:
+        """Forced dismount: end ntfs-3g; every handle fails with ENOTCONN from now on."""
+        server = self.volume.server
+        if server is not None:
+            server.terminate()
+        return []
+
+
+__all__ = ["DirectOps", "NtfsStatFs", "NtfsVolume", "OPTIONS", "Server"]

@@ -1,0 +1,452 @@
+"""FUSE operations that pass every request on to a directory: simvol's session in front of a private ntfs-3g mount.
+
+An NTFS volume is served by ntfs-3g (``ntfs3g.py``). While the volume is simply mounted, ntfs-3g answers at the
+mount point itself. What needs simvol's own FUSE session — the armed mount point of a temporarily dismounted volume,
+the volume lock, faults — gets one: ntfs-3g is mounted privately (``ROOT/run/ntfs/{GUID}``) and the session's
+operations are a :class:`PassthroughOps` over it (docs/architecture.md, "NTFS volumes: the mechanism").
+
+It gives the daemon what :class:`~simvol.mount.ops.VolumeOps` gives it for FAT32 — the handle table (holders, stale
+handles after a forced dismount, the refusal of new opens while a dismount decides) — and keeps Windows' rules that
+ntfs-3g does not: an open file or directory cannot be deleted or renamed (EBUSY), and a file with the read-only
+attribute cannot be opened for writing (EACCES; ``chmod a-w`` sets the attribute, as on FAT32). Case-insensitive
+names are ntfs-3g's (``ignore_case``): the kernel caches nothing here (zero timeouts), so every spelling of a name
+reaches ntfs-3g and finds the one file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._fuselib import caller_pid, current_fuse, mfusepy
+from .handles import Handle, HandleTable
+from .ops import CALLBACKS
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_NS = 1_000_000_000
+ATTRIB_XATTR = "system.ntfs_attrib_be"  # ntfs-3g: the file's NTFS attributes, a big-endian u32
+FILE_ATTRIBUTE_READONLY = 0x1
+
+
+def _err(e: int) -> mfusepy.FuseOSError:
+    return mfusepy.FuseOSError(e)
+
+
+class _Inode:
+    """What the handle table counts opens of: one object per file of the inner file system, while it is open."""
+
+    __slots__ = ("ino",)
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+
+
+def configure(conn: Any, config: Any) -> None:
+    if config is not None:
+        # ntfs-3g is the file system; every spelling of a name must reach it (it folds case), and what another
+        # spelling changed must not be served from a cache: nothing is cached by name or attributes here.
+        config.kernel_cache = 0
+        config.attr_timeout = 0.0
+        config.entry_timeout = 0.0
+        config.negative_timeout = 0.0
+        config.use_ino = 1
+    if conn is not None:
+        conn.max_write = 1 << 20
+        conn.max_background = 4096
+
+
+def read_only_attribute(path: str, *, fd: int | None = None) -> bool:
+    """The NTFS read-only attribute of ``path`` (as ntfs-3g exposes it)."""
+    try:
+        raw = os.getxattr(fd if fd is not None else path, ATTRIB_XATTR)
+    except OSError:
+        return False
+    return len(raw) == 4 and bool(struct.unpack(">I", raw)[0] & FILE_ATTRIBUTE_READONLY)
+
+
+def set_read_only_attribute(path: str, value: bool) -> None:
+    raw = os.getxattr(path, ATTRIB_XATTR)
+    attrs = struct.unpack(">I", raw)[0]
+    new = (attrs | FILE_ATTRIBUTE_READONLY) if value else (attrs & ~FILE_ATTRIBUTE_READONLY)
+    if new != attrs:
+        os.setxattr(path, ATTRIB_XATTR, struct.pack(">I", new))
+
+
+class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
+    use_ns = True
+
+    def __init__(self, root: str, *, readonly: bool = False, owner: tuple[int, int] | None = None) -> None:
+        self._root = root.rstrip("/")
+        self._readonly = readonly
+        self._uid, self._gid = owner if owner is not None else (os.getuid(), os.getgid())
+        self._engine_lock = threading.RLock()
+        self._table = HandleTable()
+        self._fds: dict[int, int] = {}  # fh → descriptor on the inner mount (files only)
+        self._inodes: dict[int, _Inode] = {}  # ino → its counting object, while open
+        self._fuse_ptr: int | None = None
+
+    # ------------------------------------------------------------ for the daemon's control thread
+
+    @property
+    def engine_lock(self) -> threading.RLock:
+        return self._engine_lock
+
+    @property
+    def fuse_ptr(self) -> int | None:
+        return self._fuse_ptr
+
+    def handles(self) -> list[Handle]:
+        with self._engine_lock:
+            return self._table.snapshot()
+
+    def handle_path(self, fh: int) -> str:
+        h = self._table.get(fh)
+        return h.path if h is not None else "/"
+
+    def open_file_paths(self) -> list[str]:
+        with self._engine_lock:
+            return self._table.file_paths()
+
+    def handle_count(self) -> int:
+        with self._engine_lock:
+            return len(self._table)
+
+    def set_refuse_opens(self, value: bool) -> None:
+        with self._engine_lock:
+            self._table.refuse_opens = value
+
+    def make_all_stale(self) -> list[str]:
+        """Forced dismount: every handle fails from now on; their descriptors on the inner mount close, so nothing
+        written through them later reaches the image."""
+        with self._engine_lock:
+            paths = self._table.file_paths()
+            self._table.make_all_stale()
+            for fd in self._fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fds.clear()
+            return paths
+
+    def bind(self, fuse_ptr: int | None, config: Any) -> None:
+        self._fuse_ptr = fuse_ptr
+        configure(None, config)
+
+    # ------------------------------------------------------------ helpers
+
+    def _p(self, path: str | None) -> str:
+        return self._root + (path or "/") if path != "/" else self._root
+
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise _err(e.errno or errno.EIO) from None
+
+    def _guard(self) -> None:
+        if self._table.all_stale:
+            raise _err(errno.EIO)
+        if self._table.refuse_opens:
+            raise _err(errno.EBUSY)
+
+    def _writable(self) -> None:
+        if self._readonly:
+            raise _err(errno.EROFS)
+
+    def _open_ino(self, ino: int) -> bool:
+        node = self._inodes.get(ino)
+        return node is not None and self._table.node_is_open(node)
+
+    def _add(self, path: str, ino: int, is_dir: bool, writable: bool, fd: int | None, append: bool = False) -> int:
+        node = self._inodes.setdefault(ino, _Inode(ino))
+        h = self._table.add(caller_pid(), path, node, is_dir, writable, append=append)  # type: ignore[arg-type]
+        if fd is not None:
+            self._fds[h.fh] = fd
+        return h.fh
+
+    def _drop(self, fh: int) -> None:
+        h = self._table.drop(fh)
+        fd = self._fds.pop(fh, None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as e:
+                log.debug("close: %s", e)
+        if h is not None and not self._table.node_is_open(h.node):
+            self._inodes.pop(h.node.ino, None)
+
+    def _fd(self, fh: int) -> int:
+        h = self._table.get(fh)
+        if h is None or h.stale or h.is_dir:
+            raise _err(errno.EIO)
+        fd = self._fds.get(fh)
+        if fd is None:
+            raise _err(errno.EIO)
+        return fd
+
+    def _fields(self, st: os.stat_result) -> tuple[int, ...]:
+        a_s, a_ns = divmod(st.st_atime_ns, _NS)
+        m_s, m_ns = divmod(st.st_mtime_ns, _NS)
+        c_s, c_ns = divmod(st.st_ctime_ns, _NS)
+        mode = st.st_mode & ~0o7777 | (0o755 if st.st_mode & 0o40000 else 0o644)
+        return (st.st_ino, mode, st.st_nlink, st.st_size, self._uid, self._gid, st.st_blocks, st.st_blksize,
+                a_s, a_ns, m_s, m_ns, c_s, c_ns)
+
+    # ------------------------------------------------------------ callbacks
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        configure(conn, config)
+        self._fuse_ptr = current_fuse()
+
+    def stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
+        with self._engine_lock:
+            if fh:
+                fd = self._fds.get(fh)
+                if fd is not None:
+                    return self._fields(self._call(os.fstat, fd))
+            if self._table.all_stale:
+                raise _err(errno.EIO)
+            try:
+                st = os.lstat(self._p(path))
+            except FileNotFoundError:
+                return -errno.ENOENT
+            except OSError as e:
+                return -(e.errno or errno.EIO)
+            fields = self._fields(st)
+            if st.st_mode & 0o100000 and read_only_attribute(self._p(path)):
+                fields = (fields[0], fields[1] & ~0o222, *fields[2:])
+            return fields
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        fields = self.stat_fields(path, fh)
+        if isinstance(fields, int):
+            raise _err(-fields)
+        ino, mode, nlink, size, uid, gid, blocks, blksize, a_s, a_ns, m_s, m_ns, c_s, c_ns = fields
+        return {"st_ino": ino, "st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": uid, "st_gid": gid,
+                "st_blocks": blocks, "st_blksize": blksize, "st_atime": a_s * _NS + a_ns,
+                "st_mtime": m_s * _NS + m_ns, "st_ctime": c_s * _NS + c_ns}
+
+    def readlink(self, path: str) -> str:
+        with self._engine_lock:
+            return str(self._call(os.readlink, self._p(path)))
+
+    def access(self, path: str, amode: int) -> int:
+        with self._engine_lock:
+            st = self._call(os.lstat, self._p(path))
+            is_dir = bool(st.st_mode & 0o40000)
+            if amode & os.X_OK and not is_dir:
+                raise _err(errno.EACCES)
+            if amode & os.W_OK:
+                if self._readonly:
+                    raise _err(errno.EROFS)
+                if not is_dir and read_only_attribute(self._p(path)):
+                    raise _err(errno.EACCES)
+            return 0
+
+    def statfs(self, path: str) -> dict[str, int]:
+        with self._engine_lock:
+            s = self._call(os.statvfs, self._root)
+            return {"f_bsize": s.f_bsize, "f_frsize": s.f_frsize, "f_blocks": s.f_blocks, "f_bfree": s.f_bfree,
+                    "f_bavail": s.f_bavail, "f_files": s.f_files, "f_ffree": s.f_ffree, "f_namemax": 255}
+
+    def opendir(self, path: str) -> int:
+        with self._engine_lock:
+            self._guard()
+            st = self._call(os.stat, self._p(path))
+            if not st.st_mode & 0o40000:
+                raise _err(errno.ENOTDIR)
+            return self._add(path, st.st_ino, True, False, None)
+
+    def readdir(self, path: str, fh: int) -> list[tuple[str, int, int]]:
+        with self._engine_lock:
+            h = self._table.get(fh)
+            if h is None or h.stale:
+                raise _err(errno.EIO)
+            out = [(".", 0o40755, 0), ("..", 0o40755, 0)]
+            with os.scandir(self._p(path)) as it:
+                for e in it:
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    out.append((e.name, st.st_mode, st.st_ino))
+            return out
+
+    def releasedir(self, path: str, fh: int) -> int:
+        with self._engine_lock:
+            self._drop(fh)
+        return 0
+
+    def open(self, path: str, flags: int) -> int:
+        with self._engine_lock:
+            self._guard()
+            writes = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+            if writes:
+                self._writable()
+                if read_only_attribute(self._p(path)):
+                    raise _err(errno.EACCES)  # Windows: access denied on a read-only file
+            fd = self._call(os.open, self._p(path), flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
+            return self._add(path, os.fstat(fd).st_ino, False, writes, fd, bool(flags & os.O_APPEND))
+
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            access = flags & os.O_ACCMODE
+            fd = self._call(os.open, self._p(path), os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                            | (os.O_RDWR if access == os.O_RDWR else os.O_WRONLY) | (flags & os.O_APPEND), 0o644)
+            if not mode & 0o222:
+                set_read_only_attribute(self._p(path), True)
+            return self._add(path, os.fstat(fd).st_ino, False, True, fd, bool(flags & os.O_APPEND))
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        with self._engine_lock:
+            return self._call(os.pread, self._fd(fh), size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int, from_cache: bool = False) -> int:
+        with self._engine_lock:
+            self._writable()
+            fd = self._fd(fh)
+            h = self._table.get(fh)
+            if h is not None and h.append and not from_cache:
+                return self._call(os.write, fd, data)  # the inner descriptor is O_APPEND itself
+            return self._call(os.pwrite, fd, data, offset)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        with self._engine_lock:
+            self._writable()
+            h = self._table.get(fh) if fh else None
+            if h is not None:
+                if not h.writable:
+                    raise _err(errno.EBADF)
+                self._call(os.ftruncate, self._fd(h.fh), length)
+                return 0
+            self._guard()
+            if read_only_attribute(self._p(path)):
+                raise _err(errno.EACCES)
+            self._call(os.truncate, self._p(path), length)
+            return 0
+
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        with self._engine_lock:
+            self._call(os.fsync, self._fd(fh))
+            return 0
+
+    def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
+        with self._engine_lock:
+            h = self._table.get(fh)
+            if h is None or h.stale:
+                raise _err(errno.EIO)
+            return 0  # ntfs-3g writes directory changes through at once
+
+    def release(self, path: str, fh: int) -> int:
+        with self._engine_lock:
+            self._drop(fh)
+        return 0
+
+    def mkdir(self, path: str, mode: int) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._call(os.mkdir, self._p(path), 0o755)
+            return 0
+
+    def _refuse_open(self, path: str) -> None:
+        try:
+            st = os.lstat(self._p(path))
+        except OSError:
+            return
+        if self._open_ino(st.st_ino):
+            raise _err(errno.EBUSY)  # Windows sharing violation: an open file or directory stays
+
+    def rmdir(self, path: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._refuse_open(path)
+            self._call(os.rmdir, self._p(path))
+            return 0
+
+    def unlink(self, path: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._refuse_open(path)
+            self._call(os.unlink, self._p(path))
+            return 0
+
+    def rename(self, old: str, new: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._refuse_open(old)
+            if self._p(new).lower() != self._p(old).lower():
+                self._refuse_open(new)
+            self._call(os.rename, self._p(old), self._p(new))
+            return 0
+
+    def chmod(self, path: str, mode: int) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            st = self._call(os.lstat, self._p(path))
+            if not st.st_mode & 0o40000:
+                self._call(set_read_only_attribute, self._p(path), not mode & 0o222)
+            return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        if uid not in (-1, self._uid) or gid not in (-1, self._gid):
+            raise _err(errno.EPERM)
+        with self._engine_lock:
+            self._call(os.lstat, self._p(path))
+        return 0
+
+    def utimens(self, path: str, times: tuple[int | None, int | None] | None = None) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            if times is None:
+                self._call(os.utime, self._p(path), None)
+            else:
+                st = self._call(os.lstat, self._p(path))
+                a = times[0] if times[0] is not None else st.st_atime_ns
+                m = times[1] if times[1] is not None else st.st_mtime_ns
+                try:
+                    os.utime(self._p(path), ns=(a, m), follow_symlinks=False)
+                except OSError as e:
+                    raise _err(e.errno or errno.EIO) from None
+            return 0
+
+    def symlink(self, target: str, source: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._call(os.symlink, source, self._p(target))
+            return 0
+
+    def link(self, target: str, source: str) -> int:
+        with self._engine_lock:
+            self._writable()
+            self._guard()
+            self._call(os.link, self._p(source), self._p(target))
+            return 0
+
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise _err(errno.EPERM)
+
+    def destroy(self, path: str) -> None:
+        log.debug("destroy (passthrough)")
+
+
+_missing = set(CALLBACKS) - {n for n in dir(PassthroughOps) if not n.startswith("_")}
+assert not _missing, f"PassthroughOps lacks callbacks {_missing}"
+
+__all__ = ["PassthroughOps", "read_only_attribute", "set_read_only_attribute"]
