@@ -16,6 +16,7 @@ the image as source (``mountinfo`` recognises simvol's NTFS mounts by their moun
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -247,11 +248,65 @@ class DirectOps:
         """The kernel refuses the unmount itself while anything is open."""
 
     def make_all_stale(self) -> list[str]:
-        """Forced dismount: end ntfs-3g; every handle fails with ENOTCONN from now on."""
+        """Forced dismount: end ntfs-3g; every handle fails with ENOTCONN from now on. The kernel would still serve
+        reads of an open file from pages it cached before: those pages are dropped once ntfs-3g is gone, through a
+        copy of each holder's descriptor (pidfd_getfd), so a read reaches the dead connection and fails too."""
         server = self.volume.server
+        held = _open_descriptors(self.volume.root)
         if server is not None:
             server.terminate()
+            server.wait(10)
+        for pid, fd in held:
+            _drop_cached_pages(pid, fd)
         return []
+
+
+_SYS_PIDFD_GETFD = 438  # x86-64 and arm64 alike (the unified syscall table)
+
+
+def _open_descriptors(root: str) -> list[tuple[int, int]]:
+    """(pid, fd) of every descriptor any process holds on a file below ``root``."""
+    prefix = root.rstrip("/") + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        base = f"/proc/{entry}/fd"
+        try:
+            fds = os.listdir(base)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{base}/{fd}").startswith(prefix):
+                    found.append((int(entry), int(fd)))
+            except OSError:
+                continue
+    return found
+
+
+def _drop_cached_pages(pid: int, fd: int) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mine = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if mine < 0:
+            log.debug("pidfd_getfd %d/%d: errno %d", pid, fd, ctypes.get_errno())
+            return
+        try:
+            os.posix_fadvise(mine, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as e:
+            log.debug("fadvise %d/%d: %s", pid, fd, e)
+        finally:
+            try:
+                os.close(mine)
+            except OSError:
+                pass  # the FLUSH of a close reaches the dead connection: ENOTCONN, the descriptor is closed anyway
+    finally:
+        os.close(pidfd)
 
 
 __all__ = ["DirectOps", "NtfsStatFs", "NtfsVolume", "OPTIONS", "Server"]

@@ -252,8 +252,8 @@ class Volume:
             ordered: list[FileSystem] = [current, *(f for f in (FAT32, NTFS) if f is not current)]
             for fs in ordered:
                 default, allowed = fs.format_support(size)
-                if not allowed:
-                    continue
+                if not allowed and fs is not current:
+                    continue  # another file system is listed only where it fits; the volume's own always is
                 flags = FileSystemFormatSupportFlag(0)
                 if fs is current:
                     flags = FileSystemFormatSupportFlag.DEFAULT | FileSystemFormatSupportFlag.RECOMMENDED

@@ -85,7 +85,7 @@ def check_volume(v: dict[str, Any]) -> None:
         bits |= int(VolumeFlag[n[len("VDS_VF_"):]])
     assert bits == v["flags"], f"flag_names {names} do not add up to flags 0x{v['flags']:X}"
     assert isinstance(v["size"], int) and v["size"] >= 0  # 0 only when the image cannot be read (FAILED)
-    assert v["filesystem"] == "FAT32"
+    assert v["filesystem"] in ("FAT32", "NTFS")
     assert isinstance(v["label"], str)
     paths = v["access_paths"]
     assert isinstance(paths, list) and all(isinstance(p, str) for p in paths)

@@ -28,7 +28,7 @@ def k_vol(cli: Cli) -> dict:
 @pytest.mark.parametrize(
     ("args", "code", "hresult"),
     [
-        (["--fs", "NTFS"], "VDS_E_INCOMPATIBLE_FILE_SYSTEM", 0x80042425),  # row 4
+        (["--fs", "FAT"], "VDS_E_INCOMPATIBLE_FILE_SYSTEM", 0x80042425),  # row 4
         (["--fs", "exfat"], "VDS_E_INCOMPATIBLE_FILE_SYSTEM", 0x80042425),
         (["--fs", "ZFS"], "VDS_E_INVALID_FS_TYPE", 0x80042561),  # row 4b
         (["--label", "TWELVE_CHARS"], "VDS_E_BAD_LABEL", 0x80042429),  # row 5

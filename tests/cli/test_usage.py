@@ -116,7 +116,7 @@ def test_attach_missing_image(fresh_cli: Cli, tmp_path) -> None:
 
 def test_create_too_small_and_unsupported_fs(fresh_cli: Cli) -> None:
     fresh_cli.fail("VDS_E_VOLUME_TOO_SMALL", "create", "--size", "20M")
-    fresh_cli.fail("VDS_E_INCOMPATIBLE_FILE_SYSTEM", "create", "--size", "64M", "--fs", "NTFS")
+    fresh_cli.fail("VDS_E_INCOMPATIBLE_FILE_SYSTEM", "create", "--size", "64M", "--fs", "exFAT")
     fresh_cli.fail("VDS_E_INVALID_FS_TYPE", "create", "--size", "64M", "--fs", "ZFS")
     assert fresh_cli.run("list")["volumes"] == []
     assert list((fresh_cli.root / "images").iterdir()) == []

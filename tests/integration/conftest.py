@@ -27,6 +27,7 @@ import pytest
 
 from simvol.fat import format_volume
 from simvol.image import Image, create_image
+from simvol.image.ntfs import NTFS
 from simvol.mount import (
     DaemonClient,
     DaemonInfo,
@@ -37,6 +38,7 @@ from simvol.mount import (
     start_daemon,
     wait_gone,
 )
+from tests.support.ntfsoracle import assert_ntfs_clean, ntfscat
 from tests.support.processes import read_line, stop_process, wait_until
 
 MiB = 1 << 20
@@ -55,6 +57,7 @@ class MountedVolume:
     volume_id: str
     info: DaemonInfo
     client: DaemonClient
+    fs: str = "FAT32"
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
     _infos: list[DaemonInfo] = field(default_factory=list, repr=False)
 
@@ -109,10 +112,15 @@ class MountedVolume:
         return fsck(self.image)
 
     def assert_fsck_clean(self) -> None:
-        assert_fsck_clean(self.image)
+        """The file system's own checker calls the closed image clean (fsck.fat -n; ntfsfix -n for NTFS)."""
+        if self.fs == "NTFS":
+            assert_ntfs_clean(self.image)
+        else:
+            assert_fsck_clean(self.image)
 
     def mcopy(self, path: str) -> bytes:
-        return mcopy(self.image, path)
+        """A file read back from the closed image by a tool that is not simvol (mtools; ntfscat for NTFS)."""
+        return ntfscat(self.image, path) if self.fs == "NTFS" else mcopy(self.image, path)
 
     @staticmethod
     def wait_until(pred, timeout: float = 5.0, interval: float = 0.02):
@@ -171,12 +179,15 @@ def _start(image: str, mountpoint: str, run_dir: str, volume_id: str) -> DaemonI
         raise AssertionError(f"{e}\n--- daemon log ---\n{e.log_tail}") from e
 
 
-def make_image(root: Path, name: str, size: int, label: str = "TEST") -> tuple[str, str]:
-    """Create and format an image; returns (path, volume GUID)."""
+def make_image(root: Path, name: str, size: int, label: str = "TEST", fs: str = "FAT32") -> tuple[str, str]:
+    """Create and format an image (FAT32 by simvol's engine, NTFS by mkntfs); returns (path, volume GUID)."""
     path = str(root / name)
     meta = create_image(path, size)
-    with Image.open(path) as im:
-        format_volume(im.fd, im.fs_size, label=label)
+    if fs == "NTFS":
+        NTFS.format(path, label=label)
+    else:
+        with Image.open(path) as im:
+            format_volume(im.fd, im.fs_size, label=label)
     return path, str(meta.volume_id)
 
 
@@ -193,11 +204,11 @@ def volume_factory(tmp_path: Path) -> Iterator:
     run_dir = os.path.join(tempfile.mkdtemp(prefix="svrun-"), "run")
     made: list[MountedVolume] = []
 
-    def make(size: int = 128 * MiB, label: str = "TEST", name: str | None = None) -> MountedVolume:
-        image, gid = make_image(root, name or f"v{len(made)}.img", size, label)
+    def make(size: int = 128 * MiB, label: str = "TEST", name: str | None = None, fs: str = "FAT32") -> MountedVolume:
+        image, gid = make_image(root, name or f"v{len(made)}.img", size, label, fs)
         mp = f"{root}/volumes/{{{gid.upper()}}}"
         info = _start(image, mp, run_dir, gid)
-        vol = MountedVolume(root, image, mp, run_dir, gid, info, DaemonClient(info.socket), _infos=[info])
+        vol = MountedVolume(root, image, mp, run_dir, gid, info, DaemonClient(info.socket), fs=fs, _infos=[info])
         made.append(vol)
         return vol
 
@@ -218,6 +229,13 @@ def volume_factory(tmp_path: Path) -> Iterator:
 def mounted_volume(volume_factory) -> MountedVolume:
     """A freshly formatted 128 MiB volume, mounted."""
     return volume_factory()
+
+
+@pytest.fixture(params=["FAT32", "NTFS"])
+def any_volume(volume_factory, request) -> MountedVolume:
+    """A freshly formatted 128 MiB volume of each file system simvol serves, mounted (the tests that must hold
+    for both take this one)."""
+    return volume_factory(fs=request.param)
 
 
 def fsck(image: str) -> subprocess.CompletedProcess:

@@ -256,7 +256,7 @@ def _guid_paths(c: Ctx) -> int:
 
 def _format_support(c: Ctx) -> int:
     hr, props = c.com.QueryFileSystemFormatSupport()
-    assert len(props) == 1 and props[0].name == "FAT32" and int(props[0].flags) == 0x5
+    assert [p.name for p in props] == ["FAT32", "NTFS"] and int(props[0].flags) == 0x5 and int(props[1].flags) == 0
     assert props[0].revision == 0 and props[0].default_unit_allocation_size == 512
     assert tuple(props[0].allowed_unit_allocation_sizes) == (512,)
     return hr
@@ -269,7 +269,7 @@ def _props(status: VolumeStatus) -> Callable[[Ctx], int]:
         assert p.name == f"\\\\?\\GLOBALROOT\\Device\\HarddiskVolume{c.svc.registry.volume(str(c.v.id)).number}"
         assert int(p.type) == 10 and int(p.health) == 1 and int(p.transition_state) == 1
         assert int(p.recommended_file_system_type) == 3
-        assert p.flags & 0x4000 and p.flags & 0x10000 and p.flags & 0x800000 and not p.flags & 0x8000
+        assert not p.flags & 0x4000 and p.flags & 0x10000 and p.flags & 0x800000 and not p.flags & 0x8000
         assert bool(p.flags & VolumeFlag.PERMANENTLY_DISMOUNTED) == (status == VolumeStatus.OFFLINE)
         assert p.flags & VolumeFlag.PERMANENT_DISMOUNT_SUPPORTED
         return hr
@@ -876,9 +876,8 @@ def test_mount_rows(world: World) -> None:
         ({"roles": ("readonly",)}, ("Format", FileSystemType.FAT32, None, 0, True), "VDS_E_MEDIA_WRITE_PROTECTED"),
         ({"roles": ("readonly",)}, ("Format", FileSystemType.NTFS, "a*b", 1, False), "VDS_E_MEDIA_WRITE_PROTECTED"),
         *[({}, ("Format", t, None, 0, False), "VDS_E_INCOMPATIBLE_FILE_SYSTEM")
-          for t in (FileSystemType.NTFS, FileSystemType.FAT, FileSystemType.EXFAT, FileSystemType.UDF,
-                    FileSystemType.REFS)],
-        ({}, ("Format", FileSystemType.NTFS, "a*b", 3, False), "VDS_E_INCOMPATIBLE_FILE_SYSTEM"),
+          for t in (FileSystemType.FAT, FileSystemType.EXFAT, FileSystemType.UDF, FileSystemType.REFS)],
+        ({}, ("Format", FileSystemType.EXFAT, "a*b", 3, False), "VDS_E_INCOMPATIBLE_FILE_SYSTEM"),
         *[({}, ("Format", t, None, 0, False), "VDS_E_INVALID_FS_TYPE")
           for t in (FileSystemType.UNKNOWN, FileSystemType.RAW, FileSystemType.CDFS, FileSystemType.CSVFS, 99, -1)],
         *[({}, ("Format", FileSystemType.FAT32, lab, 0, False), "VDS_E_BAD_LABEL")
@@ -992,7 +991,6 @@ def test_format_full_and_from_t(world: World, kit) -> None:
 @pytest.mark.parametrize(
     "name,want",
     [(None, "S_OK"), ("FAT32", "S_OK"), ("fat32", "S_OK"), ("Fat32", "S_OK"),
-     ("NTFS", "VDS_E_INCOMPATIBLE_FILE_SYSTEM"), ("ntfs", "VDS_E_INCOMPATIBLE_FILE_SYSTEM"),
      ("FAT", "VDS_E_INCOMPATIBLE_FILE_SYSTEM"), ("exFAT", "VDS_E_INCOMPATIBLE_FILE_SYSTEM"),
      ("UDF", "VDS_E_INCOMPATIBLE_FILE_SYSTEM"), ("ReFS", "VDS_E_INCOMPATIBLE_FILE_SYSTEM"),
      ("RAW", "VDS_E_INVALID_FS_TYPE"), ("ext4", "VDS_E_INVALID_FS_TYPE"), ("CDFS", "VDS_E_INVALID_FS_TYPE"),

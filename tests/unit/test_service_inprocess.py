@@ -161,7 +161,7 @@ def test_a_crashed_mount_is_repaired_and_remounted(svc: VolumeService, mounter: 
 
 def test_format_checks_then_formats(svc: VolumeService) -> None:
     v = svc.create_volume(40 * MiB, label="OLD")
-    assert code(lambda: v.format("NTFS")) == "VDS_E_INCOMPATIBLE_FILE_SYSTEM"
+    assert code(lambda: v.format("EXFAT")) == "VDS_E_INCOMPATIBLE_FILE_SYSTEM"
     assert code(lambda: v.format("ZFS")) == "VDS_E_INVALID_FS_TYPE"
     assert code(lambda: v.format(label="A*B")) == "VDS_E_BAD_LABEL"
     assert code(lambda: v.format(label=5)) == "E_INVALIDARG"  # type: ignore[arg-type]
@@ -178,7 +178,7 @@ def test_format_checks_then_formats(svc: VolumeService) -> None:
 
 
 def test_create_uses_the_same_validator(svc: VolumeService) -> None:
-    assert code(lambda: svc.create_volume(40 * MiB, filesystem="NTFS")) == "VDS_E_INCOMPATIBLE_FILE_SYSTEM"
+    assert code(lambda: svc.create_volume(40 * MiB, filesystem="exFAT")) == "VDS_E_INCOMPATIBLE_FILE_SYSTEM"
     assert code(lambda: svc.create_volume(40 * MiB, filesystem="ZFS")) == "VDS_E_INVALID_FS_TYPE"
     assert code(lambda: svc.create_volume(40 * MiB, label="A*B")) == "VDS_E_BAD_LABEL"
     assert code(lambda: svc.create_volume(1 * MiB)) == "VDS_E_VOLUME_TOO_SMALL"

@@ -1,0 +1,268 @@
+"""NTFS volumes end to end: the VDS answers that follow NTFS, real programs through the mount, the dismount states,
+the lock, faults, a crash, Format back and forth, and images made by ntfs-3g itself.
+
+Oracles: ntfs-3g's own tools on the image's region (``ntfsfix -n``, ``ntfscat``, ``ntfsls``), ``fsck.fat -n`` after a
+Format to FAT32, real programs (cp, tar, git, dd, truncate, python) and their exit codes and errno. The test process
+talks to simvol only through its Python API and never touches a mount itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simvol import VdsError, VolumeService
+from simvol.image import read_metadata
+from simvol.types import FileSystemPropFlag, FileSystemType, VolumeFlag, VolumeState
+from tests.support.ntfsoracle import assert_ntfs_clean, ntfscat, ntfsls
+
+pytestmark = pytest.mark.fuse
+
+MiB = 1 << 20
+
+
+def sh(script: str, *, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "LC_ALL": "C", **env}, stdin=subprocess.DEVNULL, cwd="/")
+    if check:
+        assert r.returncode == 0, f"{script}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    return r
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[VolumeService]:
+    svc = VolumeService(str(tmp_path / "root"))
+    try:
+        yield svc
+    finally:
+        try:
+            svc.destroy(force=True)
+        finally:
+            svc.close()
+
+
+def test_vds_answers_follow_ntfs(service: VolumeService) -> None:
+    vol = service.create_volume(256 * MiB, "NTFS", label="Backup Disk")
+    assert vol.get_file_system_type_name() == "NTFS"
+    prop = vol.get_file_system_properties()
+    assert prop.type is FileSystemType.NTFS and prop.label == "Backup Disk"
+    assert prop.allocation_unit_size == 4096 and prop.flags == FileSystemPropFlag(0)
+    # NTFS keeps the volume's last sector for its backup boot sector: one cluster short of the size.
+    assert 0 < prop.available_allocation_units < prop.total_allocation_units == 256 * MiB // 4096 - 1
+    flags = vol.get_properties().flags
+    assert not flags & VolumeFlag.NTFS_NOT_SUPPORTED and flags & VolumeFlag.FAT_NOT_SUPPORTED
+    assert vol.get_properties().recommended_file_system_type is FileSystemType.NTFS
+    support = vol.query_file_system_format_support()
+    assert [s.name for s in support] == ["NTFS", "FAT32"]
+    assert int(support[0].flags) == 0x5 and int(support[1].flags) == 0
+    assert support[0].default_unit_allocation_size == 4096 and 512 in support[0].allowed_unit_allocation_sizes
+    assert vol.to_dict()["filesystem"] == "NTFS"
+
+
+def test_real_programs_and_ntfs_rules(service: VolumeService, tmp_path: Path) -> None:
+    vol = service.create_volume(256 * MiB, "NTFS")
+    mp = vol.mount_path
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Readme.TXT").write_text("hello\n")
+    (src / "sub").mkdir()
+    (src / "sub" / "data.bin").write_bytes(os.urandom(300_000))
+    sh('cp -a "$SRC/." "$MP/copy" && tar -C "$SRC" -cf "$MP/t.tar" . && mkdir "$MP/x" && tar -C "$MP/x" -xf "$MP/t.tar"'
+       ' && diff -r "$SRC" "$MP/x" && diff -r "$SRC" "$MP/copy"', SRC=str(src), MP=mp)
+    sh('cd "$MP" && git init -q repo && cd repo && git config user.email t@t && git config user.name t'
+       ' && echo one > File.txt && git add . && git commit -qm one && git status --porcelain | wc -l | grep -qx 0',
+       MP=mp)
+    sh('dd if=/dev/urandom of="$MP/dd.bin" bs=1M count=8 status=none && cmp <(head -c 8388608 "$MP/dd.bin") '
+       '"$MP/dd.bin"', MP=mp)
+    # Files past 4 GiB, sparse: the image does not grow by them. (FAT32 answers EFBIG there.)
+    sh('truncate -s 4294967301 "$MP/big.bin" && printf end >> "$MP/big.bin" && stat -c %s "$MP/big.bin"'
+       ' | grep -qx 4294967304', MP=mp)
+    assert os.stat(vol.image).st_blocks * 512 < 64 * MiB
+    # Names Windows refuses are refused.
+    bad = sh('touch "$MP/bad:name"', check=False, MP=mp)
+    assert bad.returncode != 0 and not os.path.exists(os.path.join(mp, "bad:name"))
+    assert "Invalid argument" in bad.stderr or "not permitted" in bad.stderr, bad.stderr
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
+    assert ntfscat(vol.image, "/copy/Readme.TXT") == b"hello\n"
+    assert ntfscat(vol.image, "/copy/sub/data.bin") == (src / "sub" / "data.bin").read_bytes()
+    assert "Readme.TXT" in ntfsls(vol.image, "/x")  # the case a program wrote is the case stored
+
+
+def test_efbig_stays_fat32s(service: VolumeService) -> None:
+    vol = service.create_volume(64 * MiB, "FAT32")
+    r = sh('truncate -s 4294967296 "$MP/big.bin"', check=False, MP=vol.mount_path)
+    assert r.returncode != 0 and "too large" in r.stderr.lower(), r.stderr
+
+
+def test_temporary_dismount_remounts_on_any_access_and_permanent_stays(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS")
+    vol.add_access_path("E:")
+    drive = service.root.letter_path("E")
+    sh('echo kept > "$D/kept.txt"', D=drive)
+    vol.dismount(force=False, permanent=False)
+    assert vol.state is VolumeState.TEMPORARILY_DISMOUNTED
+    assert_ntfs_clean(vol.image)  # really dismounted: the image is closed and clean
+    assert sh('cat "$D/kept.txt"', D=drive).stdout == "kept\n"  # any process's access mounts it again
+    assert vol.state is VolumeState.MOUNTED
+    sh('echo more >> "$D/kept.txt"', D=drive)
+    vol.delete_access_path("E:", False)  # a volume with access paths cannot be dismounted permanently
+    mp = vol.mount_path
+    vol.dismount(force=False, permanent=True)
+    assert read_metadata(vol.image).flags & VolumeFlag.PERMANENTLY_DISMOUNTED  # kept in the image itself
+    assert sh('cat "$M/kept.txt"', check=False, M=mp).returncode != 0  # P never remounts
+    image = vol.image
+    vol.detach()
+    again = service.attach(image)
+    assert again.state is VolumeState.PERMANENTLY_DISMOUNTED
+    again.mount()
+    assert sh('cat "$M/kept.txt"', M=again.mount_path).stdout == "kept\nmore\n"
+    assert not read_metadata(image).flags & VolumeFlag.PERMANENTLY_DISMOUNTED
+
+
+def test_dismount_in_use_names_holders_then_forced_cuts_them_off(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS")
+    mp = vol.mount_path
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os,sys; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT); os.write(fd, b'A'*100);"
+         " os.fsync(fd); print('ready', flush=True); sys.stdin.readline();\n"
+         "try:\n os.pwrite(fd, b'B'*100, 0); print('write ok')\nexcept OSError as e: print('write', e.errno)",
+         os.path.join(mp, "held.bin")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(VdsError) as e:
+            vol.dismount(force=False, permanent=False)
+        assert e.value.code == "VDS_E_DEVICE_IN_USE"
+        assert any(h["pid"] == holder.pid for h in e.value.holders)
+        assert vol.state is VolumeState.MOUNTED
+        vol.dismount(force=True, permanent=False)
+        out, _ = holder.communicate("\n", timeout=30)
+        assert out.strip() in ("write 107", "write 5"), out  # ENOTCONN (or EIO): the stale handle is cut off
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ntfscat(vol.image, "/held.bin") == b"A" * 100  # and nothing it wrote later reached the image
+    assert_ntfs_clean(vol.image)
+
+
+def test_lock_refuses_other_processes(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS")
+    mp = vol.mount_path
+    sh('echo x > "$M/f.txt"', M=mp)
+    with vol.lock():
+        other = sh('cat "$M/f.txt"', check=False, M=mp)  # a child of this process: allowed
+        assert other.returncode == 0
+        stranger = subprocess.run(["setsid", "-f", "sh", "-c", f'cat "{mp}/f.txt" > /dev/null 2>"{mp}.err"; '
+                                   f'echo $? > "{mp}.rc"'], timeout=30)
+        assert stranger.returncode == 0
+    # The lock is simvol's session's: the volume stays served through it, and still answers everyone.
+    assert sh('cat "$M/f.txt"', M=mp).stdout == "x\n"
+
+
+def test_faults_reach_ntfs_volumes(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS")
+    mp = vol.mount_path
+    vol.faults.add(op="write", errno="EIO", path="*.log", count=1)
+    first = sh('echo a > "$M/app.log"', check=False, M=mp)
+    assert first.returncode != 0 and "Input/output error" in first.stderr
+    sh('echo b > "$M/app.log" && echo c > "$M/other.txt"', M=mp)
+    assert [h["op"] for h in vol.faults.log()] == ["write"]
+    vol.faults.clear()
+    vol.dismount(force=False, permanent=False)
+    assert ntfscat(vol.image, "/app.log") == b"b\n"
+    assert_ntfs_clean(vol.image)
+
+
+def test_crash_then_mount_checks_and_repairs(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS")
+    sh('echo durable > "$M/d.txt" && sync "$M/d.txt"', M=vol.mount_path)
+    vol.faults.surprise_removal()  # the daemon is SIGKILLed, as a pulled disk
+    assert vol.get_properties().status.name == "FAILED"
+    assert read_metadata(vol.image).extra.get("ntfs_in_use") is True  # the crash left the volume marked in use
+    vol.mount()
+    assert vol.state is VolumeState.MOUNTED
+    assert sh('cat "$M/d.txt"', M=vol.mount_path).stdout == "durable\n"
+    vol.dismount(force=False, permanent=False)
+    assert not read_metadata(vol.image).extra.get("ntfs_in_use")
+    assert_ntfs_clean(vol.image)
+
+
+def test_format_between_file_systems_and_compression(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "FAT32")
+    vol.format("NTFS", "NEWNTFS", 0, False, True, True)
+    assert vol.get_file_system_type_name() == "NTFS"
+    assert vol.get_file_system_properties().flags == FileSystemPropFlag.COMPRESSED
+    vol.clear_file_system_flags(int(FileSystemPropFlag.COMPRESSED))
+    assert vol.get_file_system_properties().flags == FileSystemPropFlag(0)
+    vol.set_file_system_flags(int(FileSystemPropFlag.COMPRESSED))
+    assert vol.get_file_system_properties().flags == FileSystemPropFlag.COMPRESSED
+    sh('python3 -c "print(\'simvol\' * 200000)" > "$M/text.txt"', M=vol.mount_path)
+    with pytest.raises(VdsError) as e:
+        vol.format("NTFS", "X", 8192, True, True, True)  # NTFS compresses only with clusters up to 4 KiB
+    assert e.value.code == "VDS_E_COMPRESSION_NOT_SUPPORTED"
+    with pytest.raises(VdsError) as e:
+        vol.format("FAT32", "X", 0, True, True, True)
+    assert e.value.code == "VDS_E_COMPRESSION_NOT_SUPPORTED"
+    vol.format("FAT32", "BACK", 0, True, True, False)
+    assert vol.get_file_system_type_name() == "FAT32"
+    vol.dismount(force=False, permanent=False)
+    r = subprocess.run(["fsck.fat", "-n", vol.image], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_image_made_and_filled_by_ntfs3g_reads_back_through_simvol(service: VolumeService, tmp_path: Path) -> None:
+    image = str(tmp_path / "plain.img")
+    with open(image, "wb") as f:
+        f.truncate(64 * MiB)
+    sh('mkntfs -F -Q -q -L Plain "$I" >/dev/null', I=image)
+    mnt = tmp_path / "direct"
+    mnt.mkdir()
+    payload = os.urandom(200_000)
+    (tmp_path / "payload.bin").write_bytes(payload)
+    sh('lowntfs-3g "$I" "$M" && mkdir "$M/Dir" && cp "$P" "$M/Dir/Payload.bin" && echo hi > "$M/a.txt"'
+       ' && fusermount3 -u "$M" || umount "$M"', I=image, M=str(mnt), P=str(tmp_path / "payload.bin"))
+    with pytest.raises(VdsError):
+        service.attach(image)  # no trailer: only --adopt takes a plain image
+    vol = service.attach(image, adopt=True)
+    assert vol.get_file_system_type_name() == "NTFS" and vol.label == "Plain"
+    sh('cmp "$P" "$M/Dir/Payload.bin" && test "$(cat "$M/a.txt")" = hi', P=str(tmp_path / "payload.bin"),
+       M=vol.mount_path)
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
+    shutil.rmtree(mnt, ignore_errors=True)
+
+
+def test_restart_keeps_ntfs_volumes(service: VolumeService, tmp_path: Path) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS", label="Keep")
+    sh('echo across > "$M/r.txt"', M=vol.mount_path)
+    service.down(force=False)
+    again = VolumeService(service.root.path)
+    try:
+        again.up()
+        v = again.volume(str(vol.id))
+        assert v.state is VolumeState.MOUNTED and v.label == "Keep"
+        assert sh('cat "$M/r.txt"', M=v.mount_path).stdout == "across\n"
+    finally:
+        again.close()
+
+
+def test_daemon_kill_leaves_no_stale_mount(service: VolumeService) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS")
+    info = service.mounter.daemon(str(vol.id).lower())  # type: ignore[attr-defined]
+    assert info is not None
+    os.kill(info.pid, signal.SIGKILL)
+    # ntfs-3g follows its daemon (parent-death signal): it closes the volume and its mount goes.
+    from tests.support.processes import wait_until
+
+    assert wait_until(lambda: not any(e.mountpoint == vol.mount_path
+                                      for e in __import__("simvol.mount", fromlist=["read_mounts"]).read_mounts()),
+                      10)
+    vol.mount()
+    assert vol.state is VolumeState.MOUNTED
