@@ -236,8 +236,11 @@ def _access_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--size", required=True, callback=_size, help="Volume size: 64M, 8G, 1T or bytes.")
 @click.option("--fs", "filesystem", default="FAT32", show_default=True,
               help="File system: FAT32 (simvol's own) or NTFS (ntfs-3g).")
-@click.option("--label", default=None, help="Volume label (11 characters, FAT rules).")
+@click.option("--label", default=None, help="Volume label (FAT32: 11 characters, FAT rules; NTFS: 32).")
 @click.option("--letter", callback=_letter, default=None, help="Drive letter: E, E: or E:\\.")
+@click.option("--ntfs-native", is_flag=True,
+              help="NTFS: ntfs-3g's own semantics at its full speed (names case-sensitive, open files deletable, "
+                   "the read-only attribute not enforced) instead of Windows'.")
 @click.option(
     "--image", type=click.Path(dir_okay=False), default=None, help="Image path (default ROOT/images/GUID.img)."
 )
@@ -248,13 +251,13 @@ def _access_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="Fill the new volume with this host directory's tree.")
 @_access_options
 @verb()
-def create(state: State, size: int, filesystem: str, label: str | None, letter: str | None, image: str | None,
-           roles: tuple[str, ...], cluster_size: int, files: str | None, allow_other: bool,
+def create(state: State, size: int, filesystem: str, label: str | None, letter: str | None, ntfs_native: bool,
+           image: str | None, roles: tuple[str, ...], cluster_size: int, files: str | None, allow_other: bool,
            owner: str | None) -> Result:
     """Create a FAT32 or NTFS volume; it arrives mounted, like a new Windows volume."""
     vol = state.creating().create_volume(size, filesystem, label=label, image=image, letter=letter, roles=roles,
                                       cluster_size=cluster_size, files=files, allow_other=allow_other or None,
-                                      owner=owner)
+                                      owner=owner, ntfs_native=ntfs_native)
     v = vol.to_dict()
     return Result(S_OK, {"volume": v}, _show_volume(v))
 

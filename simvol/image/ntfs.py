@@ -27,10 +27,14 @@ from ..errors import FormatError, ImageError, SimvolError, UnsupportedFileSystem
 from ..fat.names import validate_name  # the Win32 name rules: FAT32's long names and NTFS share them
 from .container import Image
 
-__all__ = ["NTFS", "Ntfs", "is_ntfs", "read_label", "ntfs_tool", "in_use", "set_in_use", "repair_region"]
+__all__ = ["NTFS", "Ntfs", "in_use", "is_ntfs", "native", "ntfs_tool", "read_label", "repair_region", "set_in_use",
+           "set_native"]
 
 #: The trailer key of simvol's in-use marker (see the module's docstring).
 IN_USE_KEY = "ntfs_in_use"
+#: The trailer key that asks for ntfs-3g's own (Linux) semantics instead of Windows' (images/README.md).
+SEMANTICS_KEY = "ntfs_semantics"
+NATIVE = "native"
 _OEM_ID = b"NTFS    "  # bytes 3..11 of an NTFS boot sector
 _CHUNK = 1 << 20
 
@@ -77,6 +81,22 @@ def read_label(fd: int) -> str:
     except (OSError, ValueError, IndexError):
         return ""
     return ""
+
+
+def native(im: Image) -> bool:
+    """The volume is served with ntfs-3g's own semantics at its own speed (``create --ntfs-native``)."""
+    return im.metadata.extra.get(SEMANTICS_KEY) == NATIVE
+
+
+def set_native(image: str, value: bool) -> None:
+    """Choose ntfs-3g's own semantics (``value``) or Windows' for the volume in ``image`` (not mounted)."""
+    with Image.open(image) as im:
+        meta = im.metadata
+        extra = {k: v for k, v in meta.extra.items() if k != SEMANTICS_KEY}
+        if value:
+            extra[SEMANTICS_KEY] = NATIVE
+        if extra != meta.extra:
+            im.write_metadata(dataclasses.replace(meta, extra=extra))
 
 
 def in_use(im: Image) -> bool:

@@ -137,13 +137,13 @@ class Daemon:
         volume = NtfsVolume(a.image, readonly=a.readonly, label=label)
         self.fs = volume
         self.repaired = list(volume.repaired)
-        if not proxy:
+        if not proxy and volume.native:
             return DirectOps(volume)  # the direct session starts ntfs-3g at the mount point
         if not a.inner_dir:
             raise SimvolError("an NTFS volume served through simvol's session needs --inner-dir")
         os.makedirs(a.inner_dir, mode=0o700, exist_ok=True)
         volume.serve(a.inner_dir, allow_other=False, owner=None, timeout=a.timeout)
-        return PassthroughOps(a.inner_dir, readonly=a.readonly, owner=_owner(a.owner))
+        return PassthroughOps(a.inner_dir, readonly=a.readonly, owner=_owner(a.owner), windows=not volume.native)
 
     @property
     def direct(self) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..errors import SimvolError
 from ..image import Image
-from ..image.ntfs import in_use, ntfs_tool, repair_region, set_in_use
+from ..image.ntfs import in_use, native, ntfs_tool, repair_region, set_in_use
 from . import mountinfo
 from .passthrough import ATTRIB_XATTR
 
@@ -158,6 +158,7 @@ class NtfsVolume:
         self.readonly = readonly
         self.label = label
         self.repaired: list[dict[str, object]] = []
+        self.native = native(self.image)  # ntfs-3g's own semantics (direct sessions) instead of Windows' (proxy)
         self.root = ""  # where ntfs-3g serves the volume (the mount point, or the private directory)
         self.server: Server | None = None
         try:

@@ -6,11 +6,14 @@ the volume lock, faults — gets one: ntfs-3g is mounted privately (``ROOT/run/n
 operations are a :class:`PassthroughOps` over it (docs/architecture.md, "NTFS volumes: the mechanism").
 
 It gives the daemon what :class:`~simvol.mount.ops.VolumeOps` gives it for FAT32 — the handle table (holders, stale
-handles after a forced dismount, the refusal of new opens while a dismount decides) — and keeps Windows' rules that
-ntfs-3g does not: an open file or directory cannot be deleted or renamed (EBUSY), and a file with the read-only
-attribute cannot be opened for writing (EACCES; ``chmod a-w`` sets the attribute, as on FAT32). Case-insensitive
-names are ntfs-3g's (``ignore_case``): the kernel caches nothing here (zero timeouts), so every spelling of a name
-reaches ntfs-3g and finds the one file.
+handles after a forced dismount, the refusal of new opens while a dismount decides). With ``windows`` (an NTFS
+volume's default, docs/behaviour.md) it also keeps the Windows rules ntfs-3g does not: names are found whatever their
+case and listed as stored (ntfs-3g's own ``ignore_case`` lists every name in lower case), an open file or directory
+cannot be deleted or renamed (EBUSY), and a file with the read-only attribute cannot be opened for writing (EACCES;
+``chmod a-w`` sets the attribute, as on FAT32). Case folding needs the stored spelling of every name on the way: the
+names of each directory met are kept in memory (``_names``), loaded by one listing and kept current by this class's
+own changes — nothing else writes to the private mount. The kernel caches no names or attributes here (zero
+timeouts), so every spelling reaches this class and finds the one file.
 """
 
 from __future__ import annotations
@@ -82,15 +85,21 @@ def set_read_only_attribute(path: str, value: bool) -> None:
 class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
-    def __init__(self, root: str, *, readonly: bool = False, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, root: str, *, readonly: bool = False, owner: tuple[int, int] | None = None,
+                 windows: bool = True) -> None:
         self._root = root.rstrip("/")
         self._readonly = readonly
+        self._windows = windows
+        self._names: dict[str, dict[str, str]] = {}  # directory (stored spelling) → {folded name: stored name}
         self._uid, self._gid = owner if owner is not None else (os.getuid(), os.getgid())
         self._engine_lock = threading.RLock()
         self._table = HandleTable()
         self._fds: dict[int, int] = {}  # fh → descriptor on the inner mount (files only)
         self._inodes: dict[int, _Inode] = {}  # ino → its counting object, while open
         self._fuse_ptr: int | None = None
+        # Files known to carry the read-only attribute (set through chmod here, or found at an open for writing):
+        # their mode shows it. Reading the attribute at every stat would cost ntfs-3g a request per lookup.
+        self._read_only: set[int] = set()
 
     # ------------------------------------------------------------ for the daemon's control thread
 
@@ -143,7 +152,60 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
     # ------------------------------------------------------------ helpers
 
     def _p(self, path: str | None) -> str:
-        return self._root + (path or "/") if path != "/" else self._root
+        """The inner path of ``path`` (a path at the mount point, in any case)."""
+        return self._root + self._stored(path or "/")
+
+    def _stored(self, path: str) -> str:
+        """``path`` in stored spellings, component by component; from the first name that does not exist on, the
+        rest is kept as given (a create then stores the caller's spelling)."""
+        return self._resolve(path)[0]
+
+    def _resolve(self, path: str) -> tuple[str, bool]:
+        """(``path`` in stored spellings, whether the listings say it is missing). Missing is known only with
+        ``windows``, where every name of a directory met is in memory; a missing name needs no request to
+        ntfs-3g (every create's lookup misses)."""
+        if not self._windows or path == "/":
+            return path, False
+        parts = path.strip("/").split("/")
+        out = ""
+        for i, part in enumerate(parts):
+            names = self._listing(out or "/")
+            real = names.get(part.upper()) if names is not None else None
+            if real is None:
+                return out + "/" + "/".join(parts[i:]), names is not None
+            out += "/" + real
+        return out, False
+
+    def _listing(self, directory: str) -> dict[str, str] | None:
+        names = self._names.get(directory)
+        if names is None:
+            try:
+                entries = os.listdir(self._root + directory)
+            except OSError:
+                return None  # not a directory (or gone): the path resolves no further
+            names = {}
+            for n in entries:
+                names.setdefault(n.upper(), n)
+            self._names[directory] = names
+        return names
+
+    def _added(self, inner: str) -> None:
+        """A name appeared at inner path ``inner`` (created by this class)."""
+        if self._windows:
+            parent, name = inner[len(self._root):].rsplit("/", 1)
+            names = self._names.get(parent or "/")
+            if names is not None:
+                names[name.upper()] = name
+
+    def _removed(self, inner: str) -> None:
+        if self._windows:
+            path = inner[len(self._root):]
+            parent, name = path.rsplit("/", 1)
+            names = self._names.get(parent or "/")
+            if names is not None:
+                names.pop(name.upper(), None)
+            for d in [d for d in self._names if d == path or d.startswith(path + "/")]:
+                del self._names[d]
 
     def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         try:
@@ -214,14 +276,17 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
                     return self._fields(self._call(os.fstat, fd))
             if self._table.all_stale:
                 raise _err(errno.EIO)
+            stored, missing = self._resolve(path or "/")
+            if missing:
+                return -errno.ENOENT
             try:
-                st = os.lstat(self._p(path))
+                st = os.lstat(self._root + stored)
             except FileNotFoundError:
                 return -errno.ENOENT
             except OSError as e:
                 return -(e.errno or errno.EIO)
             fields = self._fields(st)
-            if st.st_mode & 0o100000 and read_only_attribute(self._p(path)):
+            if st.st_ino in self._read_only:
                 fields = (fields[0], fields[1] & ~0o222, *fields[2:])
             return fields
 
@@ -247,7 +312,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             if amode & os.W_OK:
                 if self._readonly:
                     raise _err(errno.EROFS)
-                if not is_dir and read_only_attribute(self._p(path)):
+                if not is_dir and self._windows and read_only_attribute(self._p(path)):
                     raise _err(errno.EACCES)
             return 0
 
@@ -289,11 +354,13 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         with self._engine_lock:
             self._guard()
             writes = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+            inner = self._p(path)
             if writes:
                 self._writable()
-                if read_only_attribute(self._p(path)):
+                if self._windows and read_only_attribute(inner):
+                    self._read_only.add(os.lstat(inner).st_ino)
                     raise _err(errno.EACCES)  # Windows: access denied on a read-only file
-            fd = self._call(os.open, self._p(path), flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
+            fd = self._call(os.open, inner, flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
             return self._add(path, os.fstat(fd).st_ino, False, writes, fd, bool(flags & os.O_APPEND))
 
     def create(self, path: str, mode: int, flags: int = 0) -> int:
@@ -301,11 +368,15 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             self._writable()
             self._guard()
             access = flags & os.O_ACCMODE
-            fd = self._call(os.open, self._p(path), os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            inner = self._p(path)
+            fd = self._call(os.open, inner, os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
                             | (os.O_RDWR if access == os.O_RDWR else os.O_WRONLY) | (flags & os.O_APPEND), 0o644)
-            if not mode & 0o222:
-                set_read_only_attribute(self._p(path), True)
-            return self._add(path, os.fstat(fd).st_ino, False, True, fd, bool(flags & os.O_APPEND))
+            self._added(inner)
+            ino = os.fstat(fd).st_ino
+            if not mode & 0o222 and self._windows:
+                set_read_only_attribute(inner, True)
+                self._read_only.add(ino)
+            return self._add(path, ino, False, True, fd, bool(flags & os.O_APPEND))
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
@@ -330,9 +401,10 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
                 self._call(os.ftruncate, self._fd(h.fh), length)
                 return 0
             self._guard()
-            if read_only_attribute(self._p(path)):
+            inner = self._p(path)
+            if self._windows and read_only_attribute(inner):
                 raise _err(errno.EACCES)
-            self._call(os.truncate, self._p(path), length)
+            self._call(os.truncate, inner, length)
             return 0
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
@@ -356,10 +428,14 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         with self._engine_lock:
             self._writable()
             self._guard()
-            self._call(os.mkdir, self._p(path), 0o755)
+            inner = self._p(path)
+            self._call(os.mkdir, inner, 0o755)
+            self._added(inner)
             return 0
 
     def _refuse_open(self, path: str) -> None:
+        if not self._windows:
+            return  # ntfs-3g's own rule: an open file can be deleted
         try:
             st = os.lstat(self._p(path))
         except OSError:
@@ -372,7 +448,9 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             self._writable()
             self._guard()
             self._refuse_open(path)
-            self._call(os.rmdir, self._p(path))
+            inner = self._p(path)
+            self._call(os.rmdir, inner)
+            self._removed(inner)
             return 0
 
     def unlink(self, path: str) -> int:
@@ -380,7 +458,9 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             self._writable()
             self._guard()
             self._refuse_open(path)
-            self._call(os.unlink, self._p(path))
+            inner = self._p(path)
+            self._call(os.unlink, inner)
+            self._removed(inner)
             return 0
 
     def rename(self, old: str, new: str) -> int:
@@ -388,18 +468,24 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             self._writable()
             self._guard()
             self._refuse_open(old)
-            if self._p(new).lower() != self._p(old).lower():
+            src, dst = self._p(old), self._p(new)
+            if dst.upper() != src.upper():
                 self._refuse_open(new)
-            self._call(os.rename, self._p(old), self._p(new))
+            self._call(os.rename, src, dst)
+            self._removed(src)
+            self._removed(dst)
+            self._added(dst)
             return 0
 
     def chmod(self, path: str, mode: int) -> int:
         with self._engine_lock:
             self._writable()
             self._guard()
-            st = self._call(os.lstat, self._p(path))
+            inner = self._p(path)
+            st = self._call(os.lstat, inner)
             if not st.st_mode & 0o40000:
-                self._call(set_read_only_attribute, self._p(path), not mode & 0o222)
+                self._call(set_read_only_attribute, inner, not mode & 0o222)
+                (self._read_only.discard if mode & 0o222 else self._read_only.add)(st.st_ino)
             return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
@@ -429,14 +515,18 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         with self._engine_lock:
             self._writable()
             self._guard()
-            self._call(os.symlink, source, self._p(target))
+            inner = self._p(target)
+            self._call(os.symlink, source, inner)
+            self._added(inner)
             return 0
 
     def link(self, target: str, source: str) -> int:
         with self._engine_lock:
             self._writable()
             self._guard()
-            self._call(os.link, self._p(source), self._p(target))
+            inner = self._p(target)
+            self._call(os.link, self._p(source), inner)
+            self._added(inner)
             return 0
 
     def mknod(self, path: str, mode: int, dev: int) -> int:

@@ -36,6 +36,7 @@ from ..errors import (
 )
 from ..image import Image, ImageMetadata, adopt_image, create_image, has_trailer_magic, read_metadata
 from ..image.filesystems import NTFS, of_image
+from ..image.ntfs import set_native
 from ..interrupts import shielded, unshielded
 from ..mount import Access, DaemonMounter, Mounter, read_mounts
 from ..types import ROLE_FLAGS, VolumeFlag, VolumeState
@@ -165,6 +166,7 @@ class VolumeService:
         files: str | os.PathLike[str] | None = None,
         allow_other: bool | None = None,
         owner: int | str | tuple[int, int] | None = None,
+        ntfs_native: bool = False,
     ) -> Volume:
         """Create an image, format it (``filesystem``: FAT32 or NTFS) and attach it; it arrives mounted, like a new
         Windows volume.
@@ -172,9 +174,13 @@ class VolumeService:
         ``roles``: any of ``system``, ``boot``, ``pagefile``, ``hidden``, ``readonly``,
         ``no-default-drive-letter``, ``no-permanent-dismount``. ``files``: a host directory whose tree is copied
         into the new volume (checked first: Windows names, no links or devices, room enough); an interrupt or a
-        failure while copying deletes the volume. ``allow_other`` and ``owner``: see :meth:`attach`.
+        failure while copying deletes the volume. ``allow_other`` and ``owner``: see :meth:`attach`. ``ntfs_native``
+        (NTFS only): serve the volume with ntfs-3g's own semantics at its full speed — names case-sensitive, open
+        files deletable, the read-only attribute not enforced — instead of Windows' (docs/behaviour.md, "NTFS").
         """
         fs = format_driver("FAT32" if filesystem is None or filesystem == "" else filesystem, label, cluster_size)
+        if ntfs_native and fs is not NTFS:
+            raise InvalidArgumentError(message="ntfs_native applies to NTFS volumes only")
         if isinstance(roles, str):
             roles = (roles,)
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
@@ -219,6 +225,12 @@ class VolumeService:
         except BaseException:
             _unlink_quietly(path)  # whatever went wrong, no half-made image stays behind
             raise
+        if ntfs_native:
+            try:
+                set_native(path, True)
+            except BaseException:
+                _unlink_quietly(path)
+                raise
         try:
             vol = self._attach(path, access=access, remembered=False)
         except BaseException:

@@ -27,7 +27,7 @@ import pytest
 
 from simvol.fat import format_volume
 from simvol.image import Image, create_image
-from simvol.image.ntfs import NTFS
+from simvol.image.ntfs import NTFS, set_native
 from simvol.mount import (
     DaemonClient,
     DaemonInfo,
@@ -113,14 +113,14 @@ class MountedVolume:
 
     def assert_fsck_clean(self) -> None:
         """The file system's own checker calls the closed image clean (fsck.fat -n; ntfsfix -n for NTFS)."""
-        if self.fs == "NTFS":
+        if self.fs.startswith("NTFS"):
             assert_ntfs_clean(self.image)
         else:
             assert_fsck_clean(self.image)
 
     def mcopy(self, path: str) -> bytes:
         """A file read back from the closed image by a tool that is not simvol (mtools; ntfscat for NTFS)."""
-        return ntfscat(self.image, path) if self.fs == "NTFS" else mcopy(self.image, path)
+        return ntfscat(self.image, path) if self.fs.startswith("NTFS") else mcopy(self.image, path)
 
     @staticmethod
     def wait_until(pred, timeout: float = 5.0, interval: float = 0.02):
@@ -183,8 +183,10 @@ def make_image(root: Path, name: str, size: int, label: str = "TEST", fs: str = 
     """Create and format an image (FAT32 by simvol's engine, NTFS by mkntfs); returns (path, volume GUID)."""
     path = str(root / name)
     meta = create_image(path, size)
-    if fs == "NTFS":
+    if fs.startswith("NTFS"):
         NTFS.format(path, label=label)
+        if fs == "NTFS-native":
+            set_native(path, True)
     else:
         with Image.open(path) as im:
             format_volume(im.fd, im.fs_size, label=label)
@@ -231,10 +233,11 @@ def mounted_volume(volume_factory) -> MountedVolume:
     return volume_factory()
 
 
-@pytest.fixture(params=["FAT32", "NTFS"])
+@pytest.fixture(params=["FAT32", "NTFS", "NTFS-native"])
 def any_volume(volume_factory, request) -> MountedVolume:
     """A freshly formatted 128 MiB volume of each file system simvol serves, mounted (the tests that must hold
-    for both take this one)."""
+    for all take this one): FAT32; NTFS with Windows' semantics (simvol's session in front of a private ntfs-3g);
+    NTFS with ntfs-3g's own (ntfs-3g at the mount point)."""
     return volume_factory(fs=request.param)
 
 

@@ -155,7 +155,7 @@ def test_forced_dismount_makes_handles_stale(any_volume):
         assert int(results[what].split()[1]) in (errno.EIO, errno.ENOTCONN), (what, out)
 
     vol.assert_fsck_clean()
-    if vol.fs == "FAT32":
+    if vol.fs == "FAT32":  # the engine's view too
         with Image.open(vol.image, writable=False) as im:
             fs = FatFileSystem(im.fd, im.fs_size, writable=False)
             assert fs.stat("/data.bin").size == 10000

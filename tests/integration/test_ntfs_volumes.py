@@ -20,8 +20,10 @@ import pytest
 
 from simvol import VdsError, VolumeService
 from simvol.image import read_metadata
+from simvol.mount import read_mounts
 from simvol.types import FileSystemPropFlag, FileSystemType, VolumeFlag, VolumeState
 from tests.support.ntfsoracle import assert_ntfs_clean, ntfscat, ntfsls
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.fuse
 
@@ -94,6 +96,51 @@ def test_real_programs_and_ntfs_rules(service: VolumeService, tmp_path: Path) ->
     assert ntfscat(vol.image, "/copy/Readme.TXT") == b"hello\n"
     assert ntfscat(vol.image, "/copy/sub/data.bin") == (src / "sub" / "data.bin").read_bytes()
     assert "Readme.TXT" in ntfsls(vol.image, "/x")  # the case a program wrote is the case stored
+
+
+def test_windows_semantics_at_the_mount(service: VolumeService) -> None:
+    """Case-insensitive and case-preserving, an open file cannot be deleted or renamed, the read-only attribute."""
+    vol = service.create_volume(128 * MiB, "NTFS")
+    mp = vol.mount_path
+    sh('mkdir "$M/Docs" && echo one > "$M/Docs/Report.TXT"', M=mp)
+    assert sh('cat "$M/DOCS/report.txt"', M=mp).stdout == "one\n"
+    assert sh('ls "$M/docs"', M=mp).stdout == "Report.TXT\n"  # listed as stored
+    sh('echo two > "$M/docs/REPORT.txt"', M=mp)  # the same file, whatever the spelling
+    assert sh('ls "$M/Docs"; cat "$M/Docs/Report.TXT"', M=mp).stdout == "Report.TXT\ntwo\n"
+    assert sh('mkdir "$M/DOCS"', check=False, M=mp).returncode != 0  # exists already
+    held = subprocess.Popen(["sh", "-c", f'exec 3<"{mp}/Docs/Report.TXT"; echo ready; read x'],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout is not None and held.stdout.readline().strip() == "ready"
+        r = sh('rm "$M/docs/report.txt"', check=False, M=mp)
+        assert r.returncode != 0 and "busy" in r.stderr.lower(), r.stderr  # Windows: sharing violation
+        r = sh('mv "$M/Docs/Report.TXT" "$M/Docs/Other.txt"', check=False, M=mp)
+        assert r.returncode != 0 and "busy" in r.stderr.lower(), r.stderr
+    finally:
+        held.kill()
+        held.wait()
+    sh('chmod a-w "$M/Docs/Report.TXT"', M=mp)
+    r = sh('echo three > "$M/Docs/Report.TXT"', check=False, M=mp)
+    assert r.returncode != 0 and "denied" in r.stderr.lower(), r.stderr  # even for root, as on Windows
+    assert sh('test -w "$M/Docs/Report.TXT" || echo read-only', M=mp).stdout == "read-only\n"
+    sh('chmod u+w "$M/Docs/Report.TXT" && echo four > "$M/Docs/Report.TXT" && rm "$M/docs/report.txt"', M=mp)
+    vol.dismount(force=False, permanent=False)
+    assert ntfsls(vol.image, "/") == ["Docs"]
+    assert_ntfs_clean(vol.image)
+
+
+def test_native_semantics_are_ntfs3gs(service: VolumeService) -> None:
+    """--ntfs-native: ntfs-3g answers at the mount point, with its own (Linux) rules, at its own speed."""
+    vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=True)
+    mp = vol.mount_path
+    assert any(e.mountpoint == mp and e.fstype == "fuse" for e in read_mounts())  # lowntfs-3g itself
+    sh('echo one > "$M/Report.TXT"', M=mp)
+    assert sh('cat "$M/report.txt"', check=False, M=mp).returncode != 0  # case-sensitive
+    sh('exec 3<"$M/Report.TXT"; rm "$M/Report.TXT"', M=mp)  # an open file can be deleted
+    with pytest.raises(VdsError):
+        service.create_volume(64 * MiB, "FAT32", ntfs_native=True)
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
 
 
 def test_efbig_stays_fat32s(service: VolumeService) -> None:
@@ -253,16 +300,20 @@ def test_restart_keeps_ntfs_volumes(service: VolumeService, tmp_path: Path) -> N
         again.close()
 
 
-def test_daemon_kill_leaves_no_stale_mount(service: VolumeService) -> None:
-    vol = service.create_volume(128 * MiB, "NTFS")
+@pytest.mark.parametrize("native", [False, True])
+def test_daemon_kill_then_mount_recovers(service: VolumeService, native: bool) -> None:
+    vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=native)
+    sh('echo durable > "$M/d.txt" && sync "$M/d.txt"', M=vol.mount_path)
     info = service.mounter.daemon(str(vol.id).lower())  # type: ignore[attr-defined]
     assert info is not None
     os.kill(info.pid, signal.SIGKILL)
-    # ntfs-3g follows its daemon (parent-death signal): it closes the volume and its mount goes.
-    from tests.support.processes import wait_until
-
-    assert wait_until(lambda: not any(e.mountpoint == vol.mount_path
-                                      for e in __import__("simvol.mount", fromlist=["read_mounts"]).read_mounts()),
-                      10)
+    # ntfs-3g follows its daemon (parent-death signal): it closes the volume and its own mount goes — at the mount
+    # point for a native volume, in ROOT/run/inner otherwise (simvol's own session stays behind, stale, as FAT32's).
+    run = os.path.join(service.root.path, "run")
+    assert wait_until(lambda: not any(e.mountpoint.startswith(run) or (native and e.mountpoint == vol.mount_path)
+                                      for e in read_mounts()), 10)
     vol.mount()
     assert vol.state is VolumeState.MOUNTED
+    assert sh('cat "$M/d.txt"', M=vol.mount_path).stdout == "durable\n"
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
