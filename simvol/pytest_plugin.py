@@ -6,7 +6,8 @@ Fixtures:
   is force-detached and every mount torn down at the end, even when the test failed.
 * ``simvol_faults`` — the faults of ``simvol_volume`` (see :class:`simvol.service.faults.Faults`); every fault is
   cleared when the test ends.
-* ``simvol_volume`` — a mounted FAT32 volume on that service. Options come from the ``simvol_volume``
+* ``simvol_volume`` — a mounted volume on that service, FAT32 unless ``filesystem="NTFS"`` (``ntfs_native=True``
+  for ntfs-3g's own semantics). Options come from the ``simvol_volume``
   marker (``@pytest.mark.simvol_volume(size="64M", label="DATA", letter="E", roles=["hidden"])``) or from
   indirect parametrization (``@pytest.mark.parametrize("simvol_volume", [{"letter": "F"}], indirect=True)``).
   ``files`` fills the new volume: a host directory, or a mapping of paths inside the volume (``/``-separated)
@@ -199,7 +200,7 @@ def simvol_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def simvol_volume(request: pytest.FixtureRequest, simvol_service: Any) -> Iterator[Any]:
-    """A mounted FAT32 volume; see the module docstring for options."""
+    """A mounted volume (FAT32, or ``filesystem="NTFS"``); see the module docstring for options."""
     options: dict[str, Any] = {}
     marker = request.node.get_closest_marker("simvol_volume")
     if marker is not None:

@@ -1,8 +1,8 @@
 """NTFS inside a simvol image, through ntfs-3g's own tools: format rules, format, check, label (issue #13).
 
-simvol does not write NTFS itself: ``mkntfs`` formats, ``ntfsfix`` checks, ``ntfslabel`` reads the label, and
-``lowntfs-3g`` will serve the volume. The file system fills the image's region ``[0, fs_size)`` and simvol's
-trailer follows it, as for FAT32. ``mkntfs`` is told the region's sector count, so it never touches the trailer.
+simvol does not write NTFS itself: ``mkntfs`` formats, ``ntfsfix`` checks and repairs, and ``ntfs-3g`` serves the
+volume (``simvol/mount/ntfs3g.py``); the label is read from $Volume directly (:func:`read_label`). The file system
+fills the image's region ``[0, fs_size)`` and simvol's trailer follows it, as for FAT32. ``mkntfs`` is told the region's sector count, so it never touches the trailer.
 ``ntfsfix`` looks for NTFS's alternate boot sector at the end of the *file*, where the trailer is, so it is given a
 view of the region alone (a sparse copy truncated to the volume: only allocated blocks are copied).
 

@@ -14,16 +14,17 @@ operation on the volume, so an access never races a Dismount, Mount or Format), 
 ("activate"). ``--armed`` starts a daemon armed. A dismount without ``rearm`` ends the process once the image
 is closed.
 
-An NTFS image is served by ntfs-3g (``ntfs3g.py``): while simply mounted, ``lowntfs-3g`` answers at the mount point
-itself (a "direct" session: this process supervises it, answers the control socket and dismounts it); the armed
-session's first access, the volume lock and faults need this process's own session, which then serves a private
-ntfs-3g mount (``--inner-dir``) through ``passthrough.PassthroughOps``. A direct session switches to such a
-"proxy" session, when nothing is open, for a lock or faults.
+An NTFS image is served by ntfs-3g (``ntfs3g.py``). By default this process's own session serves a private ntfs-3g
+mount (``--inner-dir``) through ``passthrough.PassthroughOps``, which adds Windows' rules. A native volume
+(``create --ntfs-native``) is served while simply mounted by ntfs-3g at the mount point itself (a "direct" session:
+this process supervises it, answers the control socket and dismounts it); the armed session's first access, the
+volume lock and faults need this process's session, to which a direct session switches when nothing is open.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import json
@@ -67,6 +68,7 @@ class Daemon:
         self.fs: Any = None  # the FatFileSystem, or the NtfsVolume
         self.ops: Any = None  # VolumeOps (FAT32), DirectOps or PassthroughOps (NTFS); None while armed
         self.proxy_next = False  # the session ending now is followed by a proxy session (NTFS: lock, faults)
+        self.mountpoint_removed = False
         self.control: ControlServer | None = None
         self.repaired: list[dict[str, Any]] = []
         self.closed = threading.Event()  # the process is done: last session over, image closed
@@ -631,10 +633,19 @@ class Daemon:
                 log.warning("lazy unmount of %s failed: %s", self.mountpoint, msg)
         if watcher.is_alive() and ready_fd is not None:
             _report(ready_fd, {"ok": False, "error": "the mount ended before it became live; see the log"})
+        self._session_closed(n)
+        return code
+
+    def _session_closed(self, n: int) -> None:
+        """Session ``n`` is over and the volume closed. If no session follows, the mount point goes now, before
+        the dismount's reply (which waits for this): a caller that sees the reply finds nothing left."""
+        with self.sessions:
+            last = not self.rearm and not self.proxy_next
+        if last:
+            self._remove_mountpoint()
         with self.sessions:
             self.closed_no = n
             self.sessions.notify_all()
-        return code
 
     def _direct_session(self, ready_fd: int | None, n: int) -> int:
         """An NTFS volume's session served by ntfs-3g at the mount point: start it, report, wait for its end (an
@@ -661,9 +672,7 @@ class Daemon:
                 log.warning("ntfs-3g exited with %s", server.proc.returncode)
         with self.activation:
             self._close_volume()
-        with self.sessions:
-            self.closed_no = n
-            self.sessions.notify_all()
+        self._session_closed(n)
         return code
 
     def _started(self, fuse: Any) -> None:
@@ -691,11 +700,15 @@ class Daemon:
         self.image = None
         self.ops = None
 
+    def _remove_mountpoint(self) -> None:
+        """Once: after the reply a new daemon may already have made the directory again (the next mount)."""
+        if not self.mountpoint_removed:
+            self.mountpoint_removed = True
+            with contextlib.suppress(OSError):
+                os.rmdir(self.mountpoint)
+
     def _cleanup(self) -> None:
-        try:
-            os.rmdir(self.mountpoint)
-        except OSError:
-            pass
+        self._remove_mountpoint()
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None

@@ -20,7 +20,7 @@ FSTYPE = "fuse.simvol"
 FSNAME_PREFIX = "simvol:"
 ARMED_SUFFIX = ":armed"  # the fsname of a session mounted armed: simvol:GUID:armed
 # ntfs-3g serving an NTFS volume at its mount point: the kernel lists it as plain "fuse" with the image as source
-# (lowntfs-3g refuses fsname=), so simvol knows its own by the mount point, ROOT/volumes/{GUID}.
+# (ntfs-3g refuses fsname=), so simvol knows its own by the mount point, ROOT/volumes/{GUID}.
 _NTFS_FSTYPES = frozenset({"fuse", "fuseblk"})
 _VOLUME_DIR = re.compile(r"/volumes/\{([0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})\}$")
 

@@ -53,9 +53,12 @@ class _Inode:
 
 def configure(conn: Any, config: Any) -> None:
     if config is not None:
-        # ntfs-3g is the file system; every spelling of a name must reach it (it folds case), and what another
-        # spelling changed must not be served from a cache: nothing is cached by name or attributes here.
-        config.kernel_cache = 0
+        # Every spelling of a name must reach this class (it folds case), and what another spelling changed must
+        # not be served from a cache: nothing is cached by name or attributes here. File pages are kept across
+        # opens (kernel_cache): every write comes through this session, and each spelling is its own kernel inode
+        # whose pages the kernel drops when the attributes it fetches (at every use: timeout 0) show another
+        # modification time or size (libfuse 3 turns FUSE_AUTO_INVAL_DATA on).
+        config.kernel_cache = 1
         config.attr_timeout = 0.0
         config.entry_timeout = 0.0
         config.negative_timeout = 0.0

@@ -108,6 +108,11 @@ def test_windows_semantics_at_the_mount(service: VolumeService) -> None:
     sh('echo two > "$M/docs/REPORT.txt"', M=mp)  # the same file, whatever the spelling
     assert sh('ls "$M/Docs"; cat "$M/Docs/Report.TXT"', M=mp).stdout == "Report.TXT\ntwo\n"
     assert sh('mkdir "$M/DOCS"', check=False, M=mp).returncode != 0  # exists already
+    # One file under two spellings stays one file for readers of either, cached pages included.
+    coherent = sh('exec 3<"$M/Docs/Report.TXT"; head -c 3 <&3 >/dev/null; printf "changed" > "$M/DOCS/REPORT.TXT";'
+                  ' cat "$M/docs/report.txt"; echo; cat "$M/Docs/Report.TXT"', M=mp)
+    assert coherent.stdout == "changed\nchanged", coherent.stdout
+    sh('echo two > "$M/Docs/Report.TXT"', M=mp)
     held = subprocess.Popen(["sh", "-c", f'exec 3<"{mp}/Docs/Report.TXT"; echo ready; read x'],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

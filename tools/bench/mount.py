@@ -274,15 +274,24 @@ class SimvolVolume:
     info: Any = None  # simvol.mount.DaemonInfo while mounted
 
     @classmethod
-    def create(cls, ctx: Context, name: str, size: int) -> SimvolVolume:
+    def create(cls, ctx: Context, name: str, size: int, fs: str = "FAT32", native: bool = False) -> SimvolVolume:
+        """A simvol image of ``size`` bytes: FAT32 by simvol's engine, or NTFS by mkntfs (``native``: served by
+        ntfs-3g at the mount point with its own semantics, else through simvol's session with Windows')."""
         from simvol.fat import format_volume
         from simvol.image import Image, create_image
+        from simvol.image.ntfs import NTFS as NTFS_DRIVER
+        from simvol.image.ntfs import set_native
 
         image = ctx.scratch / f"{name}.img"
         meta = create_image(image, size)
         try:
-            with Image.open(image) as im:
-                format_volume(im.fd, im.fs_size, label="BENCH")
+            if fs == "NTFS":
+                NTFS_DRIVER.format(str(image), label="BENCH")
+                if native:
+                    set_native(str(image), True)
+            else:
+                with Image.open(image) as im:
+                    format_volume(im.fd, im.fs_size, label="BENCH")
         except BaseException:
             _rm(image)
             raise
@@ -955,6 +964,122 @@ def _rss_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
     ]
 
 
+# =========================================================================== NTFS volumes vs bare ntfs-3g
+
+NTFS_WIN, NTFS_NATIVE = "simvol NTFS", "simvol NTFS native"
+NTFS_MIN_RATIO = 0.9  # of bare ntfs-3g (creates, sequential write and read), issue #13
+
+
+def _ntfs_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
+    """simvol's NTFS volumes — Windows semantics (its session in front of a private ntfs-3g) and native (ntfs-3g at
+    the mount point) — against bare ntfs-3g on an image of the same size, in the same rounds: sequential write and
+    read, creates, and the NTFS volumes' mount and safe-dismount latency."""
+    if tools is None:
+        ctx.log("mount: NTFS volumes skipped (ntfs-3g or mkntfs not found)")
+        return []
+    sz = ctx.sizes
+    total, call, n = sz.seq_bytes, sz.seq_call, sz.creates
+    sides = [NTFS_WIN, NTFS_NATIVE, NTFS]
+    wr: dict[str, list[float]] = {s: [] for s in sides}
+    rd: dict[str, list[float]] = {s: [] for s in sides}
+    cr: dict[str, list[float]] = {s: [] for s in sides}
+    for r in range(ctx.repeats):
+        vols: list[Any] = []
+        try:
+            win = SimvolVolume.create(ctx, f"nw-{r}", sz.seq_image, "NTFS")
+            vols.append(win)
+            win.mount()
+            nat = SimvolVolume.create(ctx, f"nn-{r}", sz.seq_image, "NTFS", native=True)
+            vols.append(nat)
+            nat.mount()
+            bare = NtfsVolume.create(ctx, tools, f"nb-{r}", sz.seq_image)
+            vols.append(bare)
+            bare.mount()
+            roots = {NTFS_WIN: win.mountpoint, NTFS_NATIVE: nat.mountpoint, NTFS: bare.mountpoint}
+            res = _run_worker(ctx, {"job": "seq", "paths": [str(roots[s] / "seq.bin") for s in sides],
+                                    "total": total, "call": call, "block": IO_BLOCK, "round": r})
+            if any(res["short"]) or not all(res["ok"]):
+                raise AssertionError("read back different data than written on an NTFS side")
+            for i, s in enumerate(sides):
+                wr[s].append(res["write_loop_s"][i] + res["fsync_close_s"][i])
+                rd[s].append(res["read2_s"][i])
+            res = _run_worker(ctx, {"job": "creates", "dirs": [str(roots[s] / "creates") for s in sides],
+                                    "count": n, "window": min(sz.create_window, n), "block": CREATE_BLOCK,
+                                    "round": r})
+            if any(x != n for x in res["listed"]):
+                raise AssertionError(f"after {n} creates the NTFS directories list {res['listed']}")
+            for i, s in enumerate(sides):
+                cr[s].append(res["spent_s"][i])
+            ctx.log(f"mount: NTFS round {r + 1}: write " + ", ".join(
+                f"{s} {total / MiB / wr[s][-1]:,.0f}" for s in sides) + " MiB/s; creates " + ", ".join(
+                f"{s} {n / cr[s][-1]:,.0f}" for s in sides) + " files/s")
+        finally:
+            for v in reversed(vols):
+                v.close()
+
+    cycles = 5 if ctx.quick else 20
+    lat: dict[str, tuple[list[float], list[float]]] = {NTFS_WIN: ([], []), NTFS_NATIVE: ([], [])}
+    vols = []
+    try:
+        for side, native in ((NTFS_WIN, False), (NTFS_NATIVE, True)):
+            v = SimvolVolume.create(ctx, f"nl-{int(native)}", LATENCY_IMAGE, "NTFS", native=native)
+            vols.append((side, v))
+        for _ in range(cycles):
+            for side, v in vols:
+                lat[side][0].append(v.mount())
+                lat[side][1].append(v.dismount())
+    finally:
+        for _, v in vols:
+            v.close()
+
+    def mibs(secs: list[float]) -> float:
+        return total / MiB / median(secs)
+
+    def rr(side: str, xs: dict[str, list[float]]) -> tuple[float, list[float]]:
+        rs = [p / x for x, p in zip(xs[side], xs[NTFS], strict=False)]
+        return median(rs), rs
+
+    label = human_size(total)
+    out: list[Metric] = []
+    for key, side in (("ntfs", NTFS_WIN), ("ntfs_native", NTFS_NATIVE)):
+        what = "Windows semantics" if side == NTFS_WIN else "native"
+        for metric, xs, text in (("seq_write", wr, f"seq write {label} + fsync"), ("seq_read", rd,
+                                 f"seq read {label} (2nd read)")):
+            ratio_, rs = rr(side, xs)
+            out.append(Metric(
+                SUITE_NAME, f"{key}_{metric}", f"NTFS volume ({what}): {text}", "MiB/s", mibs(xs[side]),
+                mibs(xs[NTFS]), "ntfs-3g", ratio_, f"≥ {NTFS_MIN_RATIO:.0%} of ntfs-3g", ratio_ >= NTFS_MIN_RATIO,
+                note=(f"{human_size(call)} calls from a separate process, sides interleaved every {IO_BLOCK} calls; "
+                      "bare ntfs-3g: an NTFS image of the same size mounted with ntfs-3g -o big_writes; rounds: "
+                      + ", ".join(f"{x:.0%}" for x in rs)),
+                samples={f"{s}_s": xs[s] for s in sides},
+            ))
+        ratio_, rs = rr(side, cr)
+        out.append(Metric(
+            SUITE_NAME, f"{key}_creates", f"NTFS volume ({what}): {n:,} empty-file creates, one dir", "files/s",
+            n / median(cr[side]), n / median(cr[NTFS]), "ntfs-3g", ratio_, f"≥ {NTFS_MIN_RATIO:.0%} of ntfs-3g",
+            ratio_ >= NTFS_MIN_RATIO,
+            note=(f"os.open(O_CREAT|O_EXCL) + close from a separate process, sides interleaved every {CREATE_BLOCK} "
+                  "files; rounds: " + ", ".join(f"{x:.0%}" for x in rs)),
+            samples={f"{s}_s": cr[s] for s in sides},
+        ))
+        m, d = lat[side]
+        out.append(Metric(
+            SUITE_NAME, f"{key}_mount", f"NTFS volume ({what}): mount latency, 256 MiB", "s", median(m),
+            None, "", None, f"≤ {MOUNT_MAX_S * 1000:.0f} ms median", median(m) <= MOUNT_MAX_S,
+            note=f"start_daemon until it returns (mount live), {cycles} cycles; p90 {p90(m) * 1000:.1f} ms",
+            samples={"s": m},
+        ))
+        out.append(Metric(
+            SUITE_NAME, f"{key}_dismount", f"NTFS volume ({what}): safe dismount latency", "s", median(d),
+            None, "", None, f"≤ {DISMOUNT_MAX_S * 1000:.0f} ms median", median(d) <= DISMOUNT_MAX_S,
+            note=f"DaemonClient.dismount(force=False) until it returns (unmounted, image closed); p90 "
+                 f"{p90(d) * 1000:.1f} ms",
+            samples={"s": d},
+        ))
+    return out
+
+
 # =========================================================================== the suite
 
 
@@ -976,7 +1101,7 @@ def run(ctx: Context) -> list[Metric]:
     if tools is None:
         ctx.log("mount: ntfs-3g or mkntfs not found: no ntfs-3g peer")
     groups = (("throughput", _throughput_rows), ("creates by placement", _placement_rows),
-              ("latency", _latency_rows), ("daemon RSS", _rss_rows))
+              ("latency", _latency_rows), ("daemon RSS", _rss_rows), ("NTFS volumes", _ntfs_rows))
     try:
         for name, fn in groups:
             ctx.log(f"mount: {name} …")
