@@ -1,10 +1,11 @@
-"""NTFS inside a simvol image, through ntfs-3g's own tools: format rules, format, check, label (issue #13).
+"""NTFS inside a simvol image, through ntfs-3g's own tools: format rules, format, check, label.
 
 simvol does not write NTFS itself: ``mkntfs`` formats, ``ntfsfix`` checks and repairs, and ``ntfs-3g`` serves the
 volume (``simvol/mount/ntfs3g.py``); the label is read from $Volume directly (:func:`read_label`). The file system
-fills the image's region ``[0, fs_size)`` and simvol's trailer follows it, as for FAT32. ``mkntfs`` is told the region's sector count, so it never touches the trailer.
-``ntfsfix`` looks for NTFS's alternate boot sector at the end of the *file*, where the trailer is, so it is given a
-view of the region alone (a sparse copy truncated to the volume: only allocated blocks are copied).
+fills the image's region ``[0, fs_size)`` and simvol's trailer follows it, as for FAT32. ``mkntfs`` is told the
+region's sector count, so it never touches the trailer. ``ntfsfix`` looks for NTFS's alternate boot sector at the
+end of the *file*, where the trailer is, so it is given a view of the region alone (a sparse copy truncated to the
+volume: only allocated blocks are copied).
 
 ntfs-3g never marks a volume it has mounted as in use, so a crashed server leaves nothing on the image that says
 so. simvol keeps its own marker in the trailer (the ``ntfs_in_use`` key, images/README.md): set while a daemon has
