@@ -219,10 +219,16 @@ class Volume:
 
     @_vds("QueryReparsePoints")
     def query_reparse_points(self) -> list[ReparsePointProp]:
-        """FAT32 cannot hold mount folders, so always empty (docs/windows-semantics.md §5.6)."""
+        """The mount folders on this volume (an NTFS volume can hold them; FAT32's list is always empty): the
+        volume mounted there and the folder's path from this volume's root, ``\\mnt\\data`` (§5.6)."""
         with self._lock():
             self._enter()
-            return []
+            mp = self._host.mounter.mountpoint(self._vid)
+            return [
+                ReparsePointProp(uuid.UUID(p.volume_id), p.host_path[len(mp):].replace("/", "\\"))
+                for p in self._host.registry.paths()
+                if p.kind == "folder" and p.host_path.startswith(mp + "/")
+            ]
 
     @_vds("QueryVolumeGuidPathnames")
     def query_volume_guid_pathnames(self) -> list[str]:
@@ -429,7 +435,8 @@ class Volume:
             raise _fail("VDS_E_VOLUME_GUID_PATHNAME_NOT_ALLOWED")
 
     def _folder_host(self, ap: AccessPath) -> str:
-        """Host location of a folder path; raises per rows 9 and 10."""
+        """Host location of a folder path; raises per rows 9 and 10. A folder on another simvol volume is allowed
+        where that volume is NTFS (mount folders are NTFS reparse points on Windows; FAT32 cannot hold them)."""
         root = self._host.root
         if ap.shape is Shape.HOST:
             host = ap.display
@@ -437,19 +444,30 @@ class Volume:
             host = os.path.join(root.system_drive, *ap.parts)
         else:
             prow = self._host.registry.path_by_key(f"{ap.letter}:")
-            if prow is not None:
-                raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
-            raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"no drive {ap.letter}:")
+            if prow is None:
+                raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"no drive {ap.letter}:")
+            self._check_folder_volume(prow.volume_id)
+            return os.path.join(self._host.mounter.mountpoint(prow.volume_id), *ap.parts)
         real_parent = os.path.realpath(os.path.dirname(host))
-        if inside(real_parent, root.volumes) or (
-            inside(os.path.realpath(host), root.volumes) and not os.path.islink(host)
-        ):
-            raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders")
+        on = _volume_of(real_parent, root.volumes)
+        if on is None and inside(os.path.realpath(host), root.volumes) and not os.path.islink(host):
+            on = _volume_of(os.path.realpath(host), root.volumes) or ""
+        if on is not None:
+            self._check_folder_volume(on)
+            return host
         if ap.shape is Shape.FOLDER and not inside(real_parent, os.path.realpath(root.system_drive)):
             # A symlink on the simulated C: leads out of it: the folder is not on C:, and nothing outside the
             # root may be replaced through it (row 10).
             raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{ap.raw} leaves drive C: through a symlink")
         return host
+
+    def _check_folder_volume(self, volume_id: str) -> None:
+        """A mount folder may live on volume ``volume_id`` (an NTFS volume other than this one), else row 9."""
+        row = self._host.registry.volume(volume_id.lower()) if volume_id else None
+        if row is None or of_image(row.image) is not NTFS:
+            raise _fail("VDS_E_NOT_SUPPORTED", "FAT32 volumes cannot hold mount folders (NTFS volumes can)")
+        if volume_id.lower() == self._vid:
+            raise _fail("VDS_E_NOT_SUPPORTED", "a volume cannot be mounted on a folder of itself")
 
     @_vds("AddAccessPath")
     def add_access_path(self, path: str, *, _initial: bool = False) -> int:
@@ -496,10 +514,11 @@ class Volume:
                 except (FileNotFoundError, NotADirectoryError):
                     if ap.shape is not Shape.FOLDER:
                         raise _fail("HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)", f"{path} does not exist") from None
+                    where = (f" (drive C: is the host directory {root.system_drive}, so the folder would be {host})"
+                             if ap.letter == "C" else "")
                     raise _fail(  # say where C: is on this host, and how to make the folder
                         "HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)",
-                        f"{ap.display.rstrip(chr(92))} does not exist (drive C: is the host directory "
-                        f"{root.system_drive}, so the folder would be {host}); make it first: "
+                        f"{ap.display.rstrip(chr(92))} does not exist{where}; make it first: "
                         f"simvol mkdir '{ap.display.rstrip(chr(92))}'",
                     ) from None
                 except OSError as e:  # ENAMETOOLONG, ELOOP: no such folder can exist (row 10)
@@ -569,7 +588,8 @@ class Volume:
                         removed = target
                 except FileNotFoundError:
                     pass
-                if row.kind == "folder" and not os.path.lexists(row.host_path):
+                if row.kind == "folder" and not os.path.lexists(row.host_path) \
+                        and os.path.isdir(os.path.dirname(row.host_path)):  # its volume may be gone or offline
                     _make_dir(row.host_path, row.dir_mode)
         except BaseException:
             if removed is not None:  # the registry keeps the path: so must the host
@@ -757,6 +777,14 @@ class Volume:
             "allow_other": self._host.access(row).allow_other,
             "owner": row.owner,
         }
+
+
+def _volume_of(path: str, volumes: str) -> str | None:
+    """The volume id whose mount point ``path`` is inside (``volumes/{GUID}/…``), or None."""
+    if not inside(path, volumes) or path == volumes:
+        return None
+    first = os.path.relpath(path, volumes).split(os.sep, 1)[0]
+    return first.strip("{}").lower() if first.startswith("{") else ""
 
 
 def _make_dir(path: str, mode: int) -> None:

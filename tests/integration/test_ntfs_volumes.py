@@ -148,6 +148,39 @@ def test_native_semantics_are_ntfs3gs(service: VolumeService) -> None:
     assert_ntfs_clean(vol.image)
 
 
+def test_mount_folders_on_an_ntfs_volume(service: VolumeService) -> None:
+    """A folder on an NTFS volume can be another volume's mount folder; QueryReparsePoints lists it."""
+    host = service.create_volume(128 * MiB, "NTFS", letter="E")
+    guest = service.create_volume(64 * MiB, "FAT32")
+    fat = service.create_volume(64 * MiB, "FAT32", letter="F")
+    service.mkdir("E:\\mnt\\data")
+    assert guest.add_access_path("E:\\mnt\\data") == 0
+    assert guest.query_access_paths() == ["E:\\mnt\\data\\"]
+    drive = service.root.letter_path("E")
+    sh('echo through > "$D/mnt/data/via-folder.txt"', D=drive)
+    assert sh('cat "$G/via-folder.txt"', G=guest.mount_path).stdout == "through\n"  # it is the guest's file
+    points = host.query_reparse_points()
+    assert [(p.source_volume_id, p.path) for p in points] == [(guest.id, "\\mnt\\data")]
+    assert guest.query_reparse_points() == [] and fat.query_reparse_points() == []
+    service.mkdir("F:\\x")
+    with pytest.raises(VdsError) as e:
+        guest.add_access_path("F:\\x")  # FAT32 cannot hold mount folders
+    assert e.value.code == "VDS_E_NOT_SUPPORTED"
+    service.mkdir("E:\\self")
+    with pytest.raises(VdsError) as e:
+        host.add_access_path("E:\\self")
+    assert e.value.code == "VDS_E_NOT_SUPPORTED"
+    # The folder lives on the NTFS volume: it goes with a dismount and is back when the volume is.
+    host.dismount(force=False, permanent=False)
+    assert sh('cat "$D/mnt/data/via-folder.txt"', D=drive).stdout == "through\n"  # remounts on access
+    assert host.state is VolumeState.MOUNTED
+    guest.delete_access_path("E:\\mnt\\data", False)
+    assert host.query_reparse_points() == []
+    assert sh('ls -A "$D/mnt/data" | wc -l', D=drive).stdout.strip() == "0"  # an empty folder again
+    host.dismount(force=False, permanent=False)
+    assert_ntfs_clean(host.image)
+
+
 def test_efbig_stays_fat32s(service: VolumeService) -> None:
     vol = service.create_volume(64 * MiB, "FAT32")
     r = sh('truncate -s 4294967296 "$MP/big.bin"', check=False, MP=vol.mount_path)
