@@ -156,12 +156,14 @@ def repair_region(im: Image) -> list[dict[str, Any]]:
     marker. ``ntfsfix`` works on a sparse copy of the region; only the blocks it changed are written back, so
     the trailer is never touched and an interruption leaves either the old blocks or the new ones, each whole
     block an NTFS tool wrote. Returns what was found (``repaired`` tells whether it was fixed)."""
+    left = [{"kind": "in_use", "path": "/", "detail": "the volume was not closed cleanly (a crash)",
+             "repaired": True}] if in_use(im) else []
     with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
         region = _region_copy(im, tmp)
         clean, text = _ntfsfix(region, no_action=True)
         if clean:
             set_in_use(im, False)
-            return []
+            return left
         found = _problems(text)
         fixed, after = _ntfsfix(region, no_action=False)
         rfd = os.open(region, os.O_RDONLY | os.O_CLOEXEC)
@@ -177,7 +179,7 @@ def repair_region(im: Image) -> list[dict[str, Any]]:
         im.fsync()
     if fixed:
         set_in_use(im, False)
-    return [{**p, "repaired": fixed} for p in found] or ([] if fixed else _problems(after))
+    return left + ([{**p, "repaired": fixed} for p in found] or ([] if fixed else _problems(after)))
 
 #: The smallest volume mkntfs makes (measured: 1 MiB is refused, 2 MiB works).
 MIN_SIZE = 2 << 20

@@ -1,4 +1,7 @@
-"""Ordinary tools through the mount, and the image read back by mtools and fsck.fat afterwards."""
+"""Ordinary tools through the mount, and the image read back by tools that are not simvol afterwards.
+
+All but the mtools test run on FAT32, NTFS and NTFS-native volumes (``any_volume``); the read-back is mtools and
+``fsck.fat -n`` for FAT32, ``ntfscat`` and ``ntfsfix -n`` for NTFS."""
 
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ def _make_tree(base) -> None:
     (base / "sub" / "cluster").write_bytes(os.urandom(4096))
 
 
-def test_cp_mv_rm_mkdir_find(mounted_volume, tmp_path):
-    vol = mounted_volume
+def test_cp_mv_rm_mkdir_find(any_volume, tmp_path):
+    vol = any_volume
     src = tmp_path / "src"
     _make_tree(src)
     vol.sh(
@@ -54,8 +57,8 @@ def test_cp_mv_rm_mkdir_find(mounted_volume, tmp_path):
     assert vol.sh("stat -c %s d1/d2/sub/data.bin").stdout.strip() == "300000"
 
 
-def test_tar_round_trip(mounted_volume, tmp_path):
-    vol = mounted_volume
+def test_tar_round_trip(any_volume, tmp_path):
+    vol = any_volume
     src = tmp_path / "src"
     _make_tree(src)
     out = tmp_path / "out"
@@ -75,8 +78,8 @@ def test_tar_round_trip(mounted_volume, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_dd_with_fsync(mounted_volume):
-    vol = mounted_volume
+def test_dd_with_fsync(any_volume):
+    vol = any_volume
     r = vol.sh("dd if=/dev/urandom of=big.bin bs=1M count=20 conv=fsync status=none && sha256sum big.bin")
     digest = r.stdout.split()[0]
     assert vol.sh("stat -c %s big.bin").stdout.strip() == str(20 << 20)
@@ -138,8 +141,8 @@ print("ok")
 """
 
 
-def test_python_file_io(mounted_volume):
-    vol = mounted_volume
+def test_python_file_io(any_volume):
+    vol = any_volume
     assert vol.py(PY_IO).stdout.strip() == "ok"
     assert vol.dismount() == {"ok": True, "forced": False}
     assert vol.mcopy("/py/mapped.bin")[4096:4101] == b"mmap!"
@@ -147,10 +150,10 @@ def test_python_file_io(mounted_volume):
     vol.assert_fsck_clean()
 
 
-def test_git_in_volume(mounted_volume):
+def test_git_in_volume(any_volume):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    vol = mounted_volume
+    vol = any_volume
     git = "git -c user.email=t@example.com -c user.name=Tester -c core.filemode=false -c init.defaultBranch=main"
     r = vol.sh(
         f"""

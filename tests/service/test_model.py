@@ -3,7 +3,8 @@
 A hypothesis ``RuleBasedStateMachine`` drives 1–2 real volumes on a private root with random operation
 sequences (Mount, the four Dismount flag combinations, OfflineVolume, Add/DeleteAccessPath of letters and
 mount folders, Format, GetFileSystemProperties, a holder process that opens a file and goes away, another process
-listing the volume — which mounts a temporarily dismounted one again) and predicts
+listing the volume — which mounts a temporarily dismounted one again; SetFileSystemFlags(COMPRESSED)) on FAT32 and NTFS
+volumes — created either way and formatted from one to the other — and predicts
 every HRESULT from a small reference model of the §5 check orders. After each step the reality must agree
 with the model, read directly (no reconcile): the registry's access paths, the PERMANENTLY_DISMOUNTED flag in
 the image trailer, /proc/self/mountinfo and the daemon.
@@ -39,6 +40,8 @@ SIZE = 40 << 20
 LETTERS = ("E", "F", "G")
 FOLDERS = ("a", "b")
 ROLE_CHOICES = ((), ("no-permanent-dismount",), ("system",))
+FILE_SYSTEMS = ("FAT32", "NTFS")
+UNIT = {"FAT32": 512, "NTFS": 4096}  # Windows' default allocation units for 40 MiB
 PD = int(VolumeFlag.PERMANENTLY_DISMOUNTED)
 
 HOLDER = (
@@ -50,6 +53,7 @@ HOLDER = (
 @dataclass
 class ModelVolume:
     roles: tuple[str, ...]
+    fs: str = "FAT32"
     state: str = "M"
     letter: str | None = None
     folders: list[str] = field(default_factory=list)
@@ -85,11 +89,12 @@ class VolumeModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ setup / teardown
 
-    @initialize(roles=st.lists(st.sampled_from(ROLE_CHOICES), min_size=1, max_size=2))
+    @initialize(roles=st.lists(st.tuples(st.sampled_from(ROLE_CHOICES), st.sampled_from(FILE_SYSTEMS)),
+                               min_size=1, max_size=2))
     def create(self, roles) -> None:
-        for r in roles:
-            self.vols.append(self.svc.create_volume(SIZE, roles=list(r)))
-            self.model.append(ModelVolume(roles=r))
+        for r, fs in roles:
+            self.vols.append(self.svc.create_volume(SIZE, fs, roles=list(r)))
+            self.model.append(ModelVolume(roles=r, fs=fs))
 
     def teardown(self) -> None:
         for p in self.procs.values():
@@ -259,11 +264,11 @@ class VolumeModel(RuleBasedStateMachine):
         if self._owner_of_folder(name) is None:
             assert os.path.isdir(host) and not os.path.islink(host) and os.listdir(host) == []
 
-    @rule(data=st.data(), force=st.booleans())
-    def format(self, data, force) -> None:
+    @rule(data=st.data(), force=st.booleans(), fs=st.sampled_from(FILE_SYSTEMS))
+    def format(self, data, force, fs) -> None:
         i = self._index(data)
         m = self.model[i]
-        hr = VdsVolume(self.vols[i]).Format(FileSystemType.FAT32, "MODEL", 0, force, True, False)
+        hr = VdsVolume(self.vols[i]).Format(FileSystemType[fs], "MODEL", 0, force, True, False)
         if m.in_use and not force:  # exclusive access first (MS-VDS's Format order, docs/cli.md)
             want = "VDS_E_DEVICE_IN_USE"
         elif m.state == "P":
@@ -275,7 +280,25 @@ class VolumeModel(RuleBasedStateMachine):
             if m.state == "M" and force:
                 self._go_stale(i)
             m.state = "M"
+            m.fs = fs
         self._check(hr, want)
+
+    @rule(data=st.data(), setting=st.booleans())
+    def compression(self, data, setting) -> None:
+        """Set/ClearFileSystemFlags(COMPRESSED): NTFS (4 KiB clusters here) compresses, FAT32 cannot."""
+        i = self._index(data)
+        m = self.model[i]
+        com = VdsVolume(self.vols[i])
+        hr = com.SetFileSystemFlags(1) if setting else com.ClearFileSystemFlags(1)
+        if m.state == "P":
+            want = "VDS_E_VOLUME_NOT_ONLINE"
+        else:
+            m.state = "M"  # T remounts first
+            want = "VDS_E_NOT_SUPPORTED" if setting and m.fs == "FAT32" else "S_OK"
+        self._check(hr, want)
+        if hr == S_OK:
+            _, prop = com.GetFileSystemProperties()
+            assert int(prop.flags) == (1 if setting and m.fs == "NTFS" else 0)
 
     @rule(data=st.data())
     def get_file_system_properties(self, data) -> None:
@@ -289,7 +312,10 @@ class VolumeModel(RuleBasedStateMachine):
             m.state = "M"
         self._check(hr, want)
         if hr == S_OK:
-            assert prop.type == FileSystemType.FAT32 and prop.allocation_unit_size == 512
+            assert prop.type == FileSystemType[m.fs] and prop.allocation_unit_size == UNIT[m.fs]
+        hr, name = VdsVolume(self.vols[i]).GetFileSystemTypeName()
+        self._check(hr, "VDS_E_VOLUME_NOT_ONLINE" if m.state == "P" else "S_OK")
+        assert name == (None if m.state == "P" else m.fs)
 
     def _holder_procs(self, i: int):
         return [(pid, p) for pid, p in self.procs.items() if getattr(p, "volume_index", None) == i]
