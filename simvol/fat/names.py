@@ -53,6 +53,16 @@ def validate_name(name: str) -> None:
         raise fs_error(errno.ENAMETOOLONG, name)
 
 
+def name_problem(name: str) -> str | None:
+    """Why Windows would refuse ``name`` (:func:`validate_name`'s rules, which NTFS's Win32 namespace shares), or
+    None."""
+    try:
+        validate_name(name)
+    except OSError as e:
+        return str(e)
+    return None
+
+
 def name_key(name: str) -> str:
     """Case-insensitive lookup key for long names (Unicode upper-casing, docs/fat32-notes.md §10.7).
 

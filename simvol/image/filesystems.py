@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..errors import FormatError, SimvolError
 from ..fat import MAX_FILE_SIZE, FatFileSystem, check, format_volume, is_dirty
 from ..fat.layout import allowed_cluster_sizes, default_cluster_size, normalize_label, plan_format
-from ..fat.names import name_key, validate_name
+from ..fat.names import name_key, name_problem
 from .container import Image
 from .ntfs import NTFS, Ntfs, is_ntfs
 
@@ -34,19 +34,9 @@ class Fat32:
     name = "FAT32"
     max_file_size = MAX_FILE_SIZE
 
-    @staticmethod
-    def name_problem(name: str) -> str | None:
-        """Why Windows would refuse ``name`` on this file system, or None."""
-        try:
-            validate_name(name)
-        except SimvolError as e:
-            return str(e)
-        return None
-
-    @staticmethod
-    def name_key(name: str) -> str:
-        """Names with equal keys are one name on this file system (case-insensitive)."""
-        return name_key(name)
+    # Why Windows would refuse a name (or None); names with equal keys are one name (case-insensitive).
+    name_problem = staticmethod(name_problem)
+    name_key = staticmethod(name_key)
 
     def plan(self, size: int, unit: int = 0, label: str | None = None, *, windows_limits: bool) -> None:
         """Refuse what cannot be formatted, in one order: the label, the size, then the allocation unit.

@@ -24,8 +24,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import FormatError, ImageError, SimvolError, UnsupportedFileSystemError
-from ..fat.names import validate_name  # the Win32 name rules: FAT32's long names and NTFS share them
+from ..errors import FormatError, ImageError, UnsupportedFileSystemError
+from ..fat.names import name_key, name_problem  # the Win32 name rules: FAT32's long names and NTFS share them
 from .container import Image
 
 __all__ = ["NTFS", "Ntfs", "in_use", "is_ntfs", "native", "ntfs_tool", "read_label", "repair_region", "set_in_use",
@@ -309,19 +309,9 @@ class Ntfs:
         except (ImageError, OSError):
             return False
 
-    @staticmethod
-    def name_problem(name: str) -> str | None:
-        """Why Windows would refuse ``name`` on NTFS (the Win32 rules FAT32's long names follow too), or None."""
-        try:
-            validate_name(name)
-        except SimvolError as e:
-            return str(e)
-        return None
-
-    @staticmethod
-    def name_key(name: str) -> str:
-        """Names with equal keys are one name on NTFS (case-insensitive, as ntfs-3g's ignore_case)."""
-        return name.upper()
+    # The Win32 namespace's rules and case folding, as FAT32's long names (simvol's session applies them).
+    name_problem = staticmethod(name_problem)
+    name_key = staticmethod(name_key)
 
     def label(self, image: str) -> str:
         """The volume label ("" when it cannot be read)."""

@@ -10,6 +10,7 @@ unit-tested on its own.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -91,3 +92,45 @@ class HandleTable:
     def file_paths(self) -> list[str]:
         """The paths of the open files (not directories), each once."""
         return sorted({h.path for h in self._handles.values() if not h.is_dir})
+
+
+class HandleOwner:
+    """What the daemon's control thread reads of a session's operations (``ops.VolumeOps``,
+    ``passthrough.PassthroughOps``): their handle table, under the lock every callback holds."""
+
+    _engine_lock: threading.RLock
+    _table: HandleTable
+    _fuse_ptr: int | None
+
+    @property
+    def engine_lock(self) -> threading.RLock:
+        """Held by every callback; the control thread takes it before touching the engine or the handles."""
+        return self._engine_lock
+
+    @property
+    def fuse_ptr(self) -> int | None:
+        """The running loop's ``struct fuse *`` (None before init)."""
+        return self._fuse_ptr
+
+    def handles(self) -> list[Handle]:
+        with self._engine_lock:
+            return self._table.snapshot()
+
+    def handle_path(self, fh: int) -> str:
+        """The path an open handle was opened by ("/" for an unknown one)."""
+        h = self._table.get(fh)
+        return h.path if h is not None else "/"
+
+    def open_file_paths(self) -> list[str]:
+        """The paths of the files open now (their cached pages can be dropped from the control thread)."""
+        with self._engine_lock:
+            return self._table.file_paths()
+
+    def handle_count(self) -> int:
+        with self._engine_lock:
+            return len(self._table)
+
+    def set_refuse_opens(self, value: bool) -> None:
+        """While a dismount is under way new opens fail with EBUSY."""
+        with self._engine_lock:
+            self._table.refuse_opens = value

@@ -301,9 +301,15 @@ class DaemonMounter(Mounter):
         if client is None:
             return None
         try:
-            return client.faults(specs)
+            answer = client.request({"op": "faults", "set": specs})
         except ControlError as e:
             raise InternalError(message=f"cannot arm the faults: {e}") from e
+        if not answer.get("ok"):
+            if answer.get("in_use"):  # a native NTFS volume switches to simvol's session only while idle
+                raise VolumeInUseError.of(answer["holders"])
+            raise InternalError(message=f"cannot arm the faults: {answer.get('error')}")
+        armed: list[dict[str, Any]] = answer["faults"]
+        return armed
 
     def faults(self, volume_id: str) -> list[dict[str, Any]] | None:
         client = self._client(volume_id)

@@ -34,7 +34,7 @@ from ._fuselib import (
     request_header,
     request_nodeid,
 )
-from .handles import Handle, HandleTable
+from .handles import Handle, HandleOwner, HandleTable
 from .spellings import KernelInodes
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def configure(conn: Any, config: Any) -> None:
         conn.max_background = _MAX_BACKGROUND
 
 
-class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
+class VolumeOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
     def __init__(self, fs: FatFileSystem, mountpoint: str, *, readonly: bool = False,
@@ -101,39 +101,7 @@ class VolumeOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no t
         self._timeouts_zero = False
 
     # ------------------------------------------------------------ handle table (used by the control thread)
-
-    @property
-    def engine_lock(self) -> threading.RLock:
-        """Held by every callback; the control thread takes it before touching the engine or the handles."""
-        return self._engine_lock
-
-    @property
-    def fuse_ptr(self) -> int | None:
-        """The running loop's ``struct fuse *`` (None before init)."""
-        return self._fuse_ptr
-
-    def handles(self) -> list[Handle]:
-        with self._engine_lock:
-            return self._table.snapshot()
-
-    def handle_path(self, fh: int) -> str:
-        """The path an open handle was opened by ("/" for an unknown one)."""
-        h = self._table.get(fh)
-        return h.path if h is not None else "/"
-
-    def open_file_paths(self) -> list[str]:
-        """The paths of the files open now (their cached pages can be dropped from the control thread)."""
-        with self._engine_lock:
-            return self._table.file_paths()
-
-    def handle_count(self) -> int:
-        with self._engine_lock:
-            return len(self._table)
-
-    def set_refuse_opens(self, value: bool) -> None:
-        """While a dismount is under way new opens fail with EBUSY."""
-        with self._engine_lock:
-            self._table.refuse_opens = value
+    # engine_lock, fuse_ptr, handles, handle_path, open_file_paths, handle_count, set_refuse_opens: HandleOwner's.
 
     def make_all_stale(self) -> list[str]:
         """Forced dismount: every existing handle fails from now on; nothing more reaches the image. Returns the

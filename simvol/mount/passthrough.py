@@ -26,14 +26,16 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._fuselib import caller_pid, current_fuse, mfusepy
-from .handles import Handle, HandleTable
+from ..fat.names import name_key
+from ._fuselib import KernelNotifier, after_request, caller_pid, current_fuse, mfusepy
+from .handles import HandleOwner, HandleTable
 from .ops import CALLBACKS
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _NS = 1_000_000_000
+ATTR_TIMEOUT = 1.0  # seconds the kernel may trust the attributes of a name's stored spelling
 ATTRIB_XATTR = "system.ntfs_attrib_be"  # ntfs-3g: the file's NTFS attributes, a big-endian u32
 FILE_ATTRIBUTE_READONLY = 0x1
 
@@ -53,11 +55,12 @@ class _Inode:
 
 def configure(conn: Any, config: Any) -> None:
     if config is not None:
-        # Every spelling of a name must reach this class (it folds case), and what another spelling changed must
-        # not be served from a cache: nothing is cached by name or attributes here. File pages are kept across
-        # opens (kernel_cache): every write comes through this session, and each spelling is its own kernel inode
-        # whose pages the kernel drops when the attributes it fetches (at every use: timeout 0) show another
-        # modification time or size (libfuse 3 turns FUSE_AUTO_INVAL_DATA on).
+        # Every spelling of a name must reach this class (it folds case): no name is cached (entry timeout 0).
+        # File pages are kept across opens (kernel_cache): every write comes through this session. Each spelling is
+        # its own kernel inode; the stored spelling's attributes are trusted for ATTR_TIMEOUT (stat_fields sets the
+        # timeout per answer), another spelling's never, so the kernel fetches them at every use and drops its
+        # pages when they show another modification time or size (FUSE_AUTO_INVAL_DATA, on in libfuse 3). A
+        # change through another spelling drops the stored spelling's inode at once (_changed).
         config.kernel_cache = 1
         config.attr_timeout = 0.0
         config.entry_timeout = 0.0
@@ -85,7 +88,7 @@ def set_read_only_attribute(path: str, value: bool) -> None:
         os.setxattr(path, ATTRIB_XATTR, struct.pack(">I", new))
 
 
-class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
+class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     use_ns = True
 
     def __init__(self, root: str, *, readonly: bool = False, owner: tuple[int, int] | None = None,
@@ -100,39 +103,13 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         self._fds: dict[int, int] = {}  # fh → descriptor on the inner mount (files only)
         self._inodes: dict[int, _Inode] = {}  # ino → its counting object, while open
         self._fuse_ptr: int | None = None
+        self._config: Any = None  # libfuse's struct fuse_config: read for each reply right after stat_fields
+        self._notifier: KernelNotifier | None = None
         # Files known to carry the read-only attribute (set through chmod here, or found at an open for writing):
         # their mode shows it. Reading the attribute at every stat would cost ntfs-3g a request per lookup.
         self._read_only: set[int] = set()
 
-    # ------------------------------------------------------------ for the daemon's control thread
-
-    @property
-    def engine_lock(self) -> threading.RLock:
-        return self._engine_lock
-
-    @property
-    def fuse_ptr(self) -> int | None:
-        return self._fuse_ptr
-
-    def handles(self) -> list[Handle]:
-        with self._engine_lock:
-            return self._table.snapshot()
-
-    def handle_path(self, fh: int) -> str:
-        h = self._table.get(fh)
-        return h.path if h is not None else "/"
-
-    def open_file_paths(self) -> list[str]:
-        with self._engine_lock:
-            return self._table.file_paths()
-
-    def handle_count(self) -> int:
-        with self._engine_lock:
-            return len(self._table)
-
-    def set_refuse_opens(self, value: bool) -> None:
-        with self._engine_lock:
-            self._table.refuse_opens = value
+    # ------------------------------------------------------------ for the daemon's control thread (and HandleOwner's)
 
     def make_all_stale(self) -> list[str]:
         """Forced dismount: every handle fails from now on; their descriptors on the inner mount close, so nothing
@@ -149,8 +126,13 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             return paths
 
     def bind(self, fuse_ptr: int | None, config: Any) -> None:
+        """Serve FUSE session ``fuse_ptr`` (at its INIT, or when an armed mount point activates)."""
         self._fuse_ptr = fuse_ptr
+        self._config = config
         configure(None, config)
+        if fuse_ptr and self._notifier is None:
+            self._notifier = KernelNotifier(fuse_ptr)
+            after_request.append(self._notifier.settle)
 
     # ------------------------------------------------------------ helpers
 
@@ -173,7 +155,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         out = ""
         for i, part in enumerate(parts):
             names = self._listing(out or "/")
-            real = names.get(part.upper()) if names is not None else None
+            real = names.get(name_key(part)) if names is not None else None
             if real is None:
                 return out + "/" + "/".join(parts[i:]), names is not None
             out += "/" + real
@@ -188,7 +170,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
                 return None  # not a directory (or gone): the path resolves no further
             names = {}
             for n in entries:
-                names.setdefault(n.upper(), n)
+                names.setdefault(name_key(n), n)
             self._names[directory] = names
         return names
 
@@ -198,7 +180,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             parent, name = inner[len(self._root):].rsplit("/", 1)
             names = self._names.get(parent or "/")
             if names is not None:
-                names[name.upper()] = name
+                names[name_key(name)] = name
 
     def _removed(self, inner: str) -> None:
         if self._windows:
@@ -206,7 +188,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             parent, name = path.rsplit("/", 1)
             names = self._names.get(parent or "/")
             if names is not None:
-                names.pop(name.upper(), None)
+                names.pop(name_key(name), None)
             for d in [d for d in self._names if d == path or d.startswith(path + "/")]:
                 del self._names[d]
 
@@ -232,7 +214,8 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
 
     def _add(self, path: str, ino: int, is_dir: bool, writable: bool, fd: int | None, append: bool = False) -> int:
         node = self._inodes.setdefault(ino, _Inode(ino))
-        h = self._table.add(caller_pid(), path, node, is_dir, writable, append=append)  # type: ignore[arg-type]
+        h = self._table.add(caller_pid(), path, node, is_dir, writable, append=append,  # type: ignore[arg-type]
+                            alias=self._stored(path) != path)
         if fd is not None:
             self._fds[h.fh] = fd
         return h.fh
@@ -265,23 +248,39 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         return (st.st_ino, mode, st.st_nlink, st.st_size, self._uid, self._gid, st.st_blocks, st.st_blksize,
                 a_s, a_ns, m_s, m_ns, c_s, c_ns)
 
+    def _trust(self, stored: bool) -> None:
+        """The attribute timeout of the answer being made: ATTR_TIMEOUT for a stored spelling, else 0."""
+        if self._config is not None:
+            self._config.attr_timeout = ATTR_TIMEOUT if stored else 0.0
+
+    def _changed(self, path: str) -> None:
+        """``path`` changed (data, size, times, attributes); through another spelling than the stored one, the
+        stored spelling's inode may hold attributes for up to ATTR_TIMEOUT and pages: drop them."""
+        if self._windows and self._notifier is not None:
+            stored = self._stored(path)
+            if stored != path:
+                self._notifier.drop_path(stored)
+
     # ------------------------------------------------------------ callbacks
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         configure(conn, config)
-        self._fuse_ptr = current_fuse()
+        self.bind(current_fuse(), config)
 
     def stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
         with self._engine_lock:
             if fh:
                 fd = self._fds.get(fh)
                 if fd is not None:
+                    h = self._table.get(fh)
+                    self._trust(h is not None and not h.alias)
                     return self._fields(self._call(os.fstat, fd))
             if self._table.all_stale:
                 raise _err(errno.EIO)
             stored, missing = self._resolve(path or "/")
             if missing:
                 return -errno.ENOENT
+            self._trust(stored == (path or "/"))
             try:
                 st = os.lstat(self._root + stored)
             except FileNotFoundError:
@@ -390,6 +389,8 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             self._writable()
             fd = self._fd(fh)
             h = self._table.get(fh)
+            if h is not None and h.alias:
+                self._changed(h.path)
             if h is not None and h.append and not from_cache:
                 return self._call(os.write, fd, data)  # the inner descriptor is O_APPEND itself
             return self._call(os.pwrite, fd, data, offset)
@@ -402,12 +403,15 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
                 if not h.writable:
                     raise _err(errno.EBADF)
                 self._call(os.ftruncate, self._fd(h.fh), length)
+                if h.alias:
+                    self._changed(h.path)
                 return 0
             self._guard()
             inner = self._p(path)
             if self._windows and read_only_attribute(inner):
                 raise _err(errno.EACCES)
             self._call(os.truncate, inner, length)
+            self._changed(path)
             return 0
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
@@ -472,7 +476,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             self._guard()
             self._refuse_open(old)
             src, dst = self._p(old), self._p(new)
-            if dst.upper() != src.upper():
+            if name_key(dst) != name_key(src):
                 self._refuse_open(new)
             self._call(os.rename, src, dst)
             self._removed(src)
@@ -489,6 +493,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             if not st.st_mode & 0o40000:
                 self._call(set_read_only_attribute, inner, not mode & 0o222)
                 (self._read_only.discard if mode & 0o222 else self._read_only.add)(st.st_ino)
+                self._changed(path)
             return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
@@ -512,6 +517,7 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
                     os.utime(self._p(path), ns=(a, m), follow_symlinks=False)
                 except OSError as e:
                     raise _err(e.errno or errno.EIO) from None
+            self._changed(path)
             return 0
 
     def symlink(self, target: str, source: str) -> int:
@@ -537,6 +543,11 @@ class PassthroughOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
 
     def destroy(self, path: str) -> None:
         log.debug("destroy (passthrough)")
+        if self._notifier is not None:
+            if self._notifier.settle in after_request:
+                after_request.remove(self._notifier.settle)
+            self._notifier.close()  # before libfuse frees the session it writes to
+            self._notifier = None
 
 
 _missing = set(CALLBACKS) - {n for n in dir(PassthroughOps) if not n.startswith("_")}

@@ -111,7 +111,11 @@ class Faults:
         self._host.row(self._vid)  # ObjectNotFoundError for a volume that went
         with self._host.lock(self._vid):
             fid = self._host.registry.add_fault(self._vid, "fs", spec.to_dict(), persist)
-            self._host.push_faults(self._vid)
+            try:
+                self._host.push_faults(self._vid)
+            except BaseException:
+                self._host.registry.remove_faults(self._vid, fid)  # refused: nothing stays armed
+                raise
         return Fault(self, self._shown(fid))
 
     def add_method(self, method: str, hresult: str | int, *, count: int = 1, holder: int | None = None,

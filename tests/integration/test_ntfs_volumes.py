@@ -142,6 +142,22 @@ def test_native_semantics_are_ntfs3gs(service: VolumeService) -> None:
     sh('echo one > "$M/Report.TXT"', M=mp)
     assert sh('cat "$M/report.txt"', check=False, M=mp).returncode != 0  # case-sensitive
     sh('exec 3<"$M/Report.TXT"; rm "$M/Report.TXT"', M=mp)  # an open file can be deleted
+    # Faults need simvol's session: refused while a file is open, armed once the volume is idle.
+    held = subprocess.Popen(["sh", "-c", f'exec 3>"{mp}/held.txt"; echo ready; read x'], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout is not None and held.stdout.readline().strip() == "ready"
+        with pytest.raises(VdsError) as e:
+            vol.faults.add(op="write", errno="EIO", path="*.log")
+        assert e.value.code == "VDS_E_DEVICE_IN_USE" and any(h["pid"] == held.pid for h in e.value.holders)
+        assert vol.faults.list() == []
+    finally:
+        held.kill()
+        held.wait()
+    vol.faults.add(op="write", errno="EIO", path="*.log", count=1)
+    assert sh('echo x > "$M/a.log"', check=False, M=mp).returncode != 0
+    assert not any(e.mountpoint == mp and e.fstype == "fuse" for e in read_mounts())  # simvol's session now
+    vol.faults.clear()
     with pytest.raises(VdsError):
         service.create_volume(64 * MiB, "FAT32", ntfs_native=True)
     vol.dismount(force=False, permanent=False)
