@@ -23,7 +23,9 @@ ENGINE = {"seq_write", "seq_read", "creates", "creates_tail", "big_format", "big
           "big_fat_hole"}
 MOUNT = {"mnt_seq_write", "mnt_seq_read", "mnt_creates_host", "mnt_creates_tail", "mnt_mount", "mnt_dismount",
          "svc_mount", "svc_dismount", "mnt_rss_mounted", "mnt_rss_loaded"}
-WITH_NTFS = {"mnt_seq_write_ntfs", "mnt_seq_read_ntfs", "mnt_creates", "mnt_creates_one_CPU", "mnt_creates_two_CPUs"}
+WITH_NTFS = {"mnt_seq_write_ntfs", "mnt_seq_read_ntfs", "mnt_creates", "mnt_creates_one_CPU", "mnt_creates_two_CPUs",
+             *(f"{kind}_{m}" for kind in ("ntfs", "ntfs_native")
+               for m in ("seq_write", "seq_read", "creates", "mount", "dismount"))}
 
 
 def test_quick_bench_reports_every_metric(tmp_path):

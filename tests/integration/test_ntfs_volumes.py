@@ -138,7 +138,7 @@ def test_native_semantics_are_ntfs3gs(service: VolumeService) -> None:
     """--ntfs-native: ntfs-3g answers at the mount point, with its own (Linux) rules, at its own speed."""
     vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=True)
     mp = vol.mount_path
-    assert any(e.mountpoint == mp and e.fstype == "fuse" for e in read_mounts())  # lowntfs-3g itself
+    assert any(e.mountpoint == mp and e.fstype == "fuse" for e in read_mounts())  # ntfs-3g itself
     sh('echo one > "$M/Report.TXT"', M=mp)
     assert sh('cat "$M/report.txt"', check=False, M=mp).returncode != 0  # case-sensitive
     sh('exec 3<"$M/Report.TXT"; rm "$M/Report.TXT"', M=mp)  # an open file can be deleted
