@@ -27,9 +27,10 @@ from typing import Any
 from ..errors import FormatError, ImageError, UnsupportedFileSystemError
 from ..fat.names import name_key, name_problem  # the Win32 name rules: FAT32's long names and NTFS share them
 from .container import Image
+from .metadata import ImageMetadata
 
 __all__ = ["NTFS", "Ntfs", "in_use", "is_ntfs", "native", "ntfs_tool", "read_label", "repair_region", "set_in_use",
-           "set_native"]
+           "set_native", "is_native"]
 
 #: The trailer key of simvol's in-use marker (see the module's docstring).
 IN_USE_KEY = "ntfs_in_use"
@@ -86,7 +87,12 @@ def read_label(fd: int) -> str:
 
 def native(im: Image) -> bool:
     """The volume is served with ntfs-3g's own semantics at its own speed (``create --ntfs-native``)."""
-    return im.metadata.extra.get(SEMANTICS_KEY) == NATIVE
+    return is_native(im.metadata)
+
+
+def is_native(meta: ImageMetadata) -> bool:
+    """``meta`` (an image's trailer) asks for ntfs-3g's own semantics."""
+    return meta.extra.get(SEMANTICS_KEY) == NATIVE
 
 
 def set_native(image: str, value: bool) -> None:

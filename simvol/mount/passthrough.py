@@ -337,7 +337,9 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             h = self._table.get(fh)
             if h is None or h.stale:
                 raise _err(errno.EIO)
-            out = [(".", 0o40755, 0), ("..", 0o40755, 0)]
+            here = h.node.ino
+            up = here if path == "/" else self._call(os.lstat, self._p(path.rsplit("/", 1)[0] or "/")).st_ino
+            out = [(".", 0o40755, here), ("..", 0o40755, up)]
             with os.scandir(self._p(path)) as it:
                 for e in it:
                     try:
@@ -476,6 +478,9 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             self._guard()
             self._refuse_open(old)
             src, dst = self._p(old), self._p(new)
+            if dst == src and old != new and self._windows:
+                # The same name in another case: a case-only rename, which stores the new spelling.
+                dst = src.rsplit("/", 1)[0] + "/" + new.rsplit("/", 1)[1]
             if name_key(dst) != name_key(src):
                 self._refuse_open(new)
             self._call(os.rename, src, dst)

@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..image import Image, ImageMetadata
 from ..image.filesystems import FAT32, NTFS, FileSystem, of_image
+from ..image.ntfs import is_native
 from ..interrupts import shielded
 from ..types import (
     CRITICAL_ROLES,
@@ -757,6 +758,8 @@ class Volume:
         with self._lock():  # one reconcile for the whole view
             state = self._enter()
             prop = self._properties(state)
+            meta = self._host.metadata(self._host.row(self._vid))
+            fs = self._fs()
             paths = [p.display for p in self._paths()]
             row = self._host.row(self._vid)
         mounted = state is M and self._host.mounter.running(self._vid)
@@ -768,7 +771,8 @@ class Volume:
             "flags": int(prop.flags),
             "flag_names": [f"VDS_VF_{f.name}" for f in VolumeFlag if f in prop.flags and f.name],
             "size": prop.size,
-            "filesystem": self._fs().name,
+            "filesystem": fs.name,
+            "semantics": "native" if fs is NTFS and meta is not None and is_native(meta) else "windows",
             "label": self.label if state is not FAILED else "",
             "access_paths": paths,
             "mounted": mounted,

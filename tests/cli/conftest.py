@@ -39,7 +39,7 @@ MiB = 1 << 20
 
 VOLUME_KEYS = {
     "id", "guid_path", "image", "status", "flags", "flag_names", "size", "filesystem", "label",
-    "access_paths", "mounted", "mount_path", "dismount_state", "allow_other", "owner",
+    "access_paths", "mounted", "mount_path", "dismount_state", "allow_other", "owner", "semantics",
 }
 HOLDER_KEYS = {"pid", "process", "path", "kind"}
 _ID = re.compile(r"^\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\}$")
@@ -86,6 +86,7 @@ def check_volume(v: dict[str, Any]) -> None:
     assert bits == v["flags"], f"flag_names {names} do not add up to flags 0x{v['flags']:X}"
     assert isinstance(v["size"], int) and v["size"] >= 0  # 0 only when the image cannot be read (FAILED)
     assert v["filesystem"] in ("FAT32", "NTFS")
+    assert v["semantics"] == "windows" or (v["semantics"] == "native" and v["filesystem"] == "NTFS"), v
     assert isinstance(v["label"], str)
     paths = v["access_paths"]
     assert isinstance(paths, list) and all(isinstance(p, str) for p in paths)

@@ -45,5 +45,6 @@ def test_adopt_a_plain_mkntfs_image_and_native(fresh_cli: Cli, tmp_path: Path) -
     fresh_cli.run("dismount", "P:")
     assert ntfscat(str(image), "/a.txt") == b"adopted\n"
     native = fresh_cli.create("--fs", "NTFS", "--ntfs-native", size="32M")
-    assert native["filesystem"] == "NTFS" and native["mounted"]
+    assert native["filesystem"] == "NTFS" and native["mounted"] and native["semantics"] == "native"
+    assert vol["semantics"] == "windows"
     fresh_cli.fail("E_INVALIDARG", "create", "--size", "64M", "--ntfs-native")  # FAT32 has no native mode

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from simvol.fat import Node
 from simvol.mount.handles import HandleTable
 
@@ -48,16 +50,22 @@ def test_a_forced_dismount_makes_every_handle_stale_and_refuses_new_ones():
     assert t.file_paths() == ["/x/f"]  # files only, each once: their cached pages are dropped
 
 
-def test_the_control_threads_interface_has_no_fuse_operations_name():
+@pytest.mark.parametrize("where", ["simvol.mount.ops:VolumeOps", "simvol.mount.passthrough:PassthroughOps"])
+def test_the_control_threads_interface_has_no_fuse_operations_name(where):
     # mfusepy registers every attribute of the operations object whose name is a fuse_operations field as a FUSE
     # callback: a property called ``lock`` once answered every POSIX lock request with EINVAL.
-    from simvol.mount._fuselib import mfusepy
-    from simvol.mount.ops import VolumeOps
+    import importlib
+    import inspect
 
-    fuse_names = {name for name, _ in mfusepy.fuse_operations._fields_}
-    public = {n for n in vars(VolumeOps) if not n.startswith("_")}
-    for name in public & fuse_names:
-        assert callable(vars(VolumeOps)[name]) and not isinstance(vars(VolumeOps)[name], property), name
+    from simvol.mount._fuselib import mfusepy
+
+    module, name = where.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    fuse_names = {n for n, _ in mfusepy.fuse_operations._fields_}
+    public = {n for n in dir(cls) if not n.startswith("_")}
+    for n in public & fuse_names:
+        attr = inspect.getattr_static(cls, n)
+        assert callable(attr) and not isinstance(attr, property), n
     control = {
         "engine_lock",
         "fuse_ptr",
