@@ -1,12 +1,14 @@
 """An NTFS volume in the mount daemon: ntfs-3g supervised as the volume's FUSE server.
 
-docs/architecture.md ("NTFS volumes: the mechanism") says why. In short: while an NTFS volume is simply mounted,
-``ntfs-3g`` itself answers at the mount point (:class:`DirectOps` stands for it in the daemon), so programs get
-ntfs-3g's own speed; the kernel gives what a dismount needs (a non-lazy unmount fails with EBUSY while anything is
-open, ``/proc`` names the holders), and a forced dismount ends the server with SIGTERM: it closes the volume cleanly
-and its mount goes at once, so every old handle fails with ENOTCONN and nothing written through one reaches the
-image. What needs simvol's own session (the armed mount point's first access, the volume lock, faults) mounts
-ntfs-3g privately and serves it through :class:`~simvol.mount.passthrough.PassthroughOps`.
+docs/architecture.md ("NTFS volumes: the mechanism") says why. In short: an NTFS volume with Windows' semantics (the
+default) is served by the daemon's own session in front of ntfs-3g mounted privately
+(:class:`~simvol.mount.passthrough.PassthroughOps`, which adds the rules ntfs-3g lacks). A native volume
+(``--ntfs-native``) has ``ntfs-3g`` itself answer at the mount point while it is simply mounted (:class:`DirectOps`
+stands for it in the daemon), at ntfs-3g's own speed: the kernel gives what a dismount needs (a non-lazy unmount
+fails with EBUSY while anything is open, ``/proc`` names the holders), and a forced dismount ends the server with
+SIGTERM: it closes the volume cleanly and its mount goes at once, so every old handle fails with ENOTCONN and nothing
+written through one reaches the image. What needs simvol's own session (the armed mount point's first access, the
+volume lock, faults) switches a native volume to it.
 
 Facts about ntfs-3g this relies on (ntfs-3g 2022.10.3, measured): it carries its own FUSE 2.8, so the
 foreground option is ``-o no_detach``; it refuses ``fsname=`` and the kernel lists its mount as plain ``fuse`` with
@@ -39,9 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Windows' name rules, large writes. No ``fmask``/``dmask``: they turn ntfs-3g's permission checks on, and with them
 #: the kernel's (``default_permissions``: a GETATTR of the directory before every create); simvol's session shows
-#: files 0644 and directories 0755 anyway, a native volume ntfs-3g's 0777. Not ``ignore_case``:
-#: it makes lookups case-insensitive but lists every name in lower case (ntfs-3g(8)), so a file copied out of the
-#: volume would lose its case. NTFS volumes are therefore case-sensitive for now (docs/behaviour.md).
+#: files 0644 and directories 0755 anyway, a native volume ntfs-3g's 0777. Not ``ignore_case``: it makes lookups
+#: case-insensitive but lists every name in lower case (ntfs-3g(8)), so a file copied out of the volume would lose
+#: its case; simvol's session folds case itself (Windows semantics), a native volume is case-sensitive.
 OPTIONS = "windows_names,big_writes"
 
 
