@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -108,6 +109,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         # Files known to carry the read-only attribute (set through chmod here, or found at an open for writing):
         # their mode shows it. Reading the attribute at every stat would cost ntfs-3g a request per lookup.
         self._read_only: set[int] = set()
+        self._created: dict[int, os.stat_result] = {}  # the file just created, whose attributes libfuse asks next
 
     # ------------------------------------------------------------ for the daemon's control thread (and HandleOwner's)
 
@@ -248,10 +250,21 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         return (st.st_ino, mode, st.st_nlink, st.st_size, self._uid, self._gid, st.st_blocks, st.st_blksize,
                 a_s, a_ns, m_s, m_ns, c_s, c_ns)
 
-    def _trust(self, stored: bool) -> None:
-        """The attribute timeout of the answer being made: ATTR_TIMEOUT for a stored spelling, else 0."""
+    def _trust(self, stored: bool, is_dir: bool = False) -> None:
+        """The timeouts of the answer being made: a stored spelling's attributes are trusted for ATTR_TIMEOUT, and so
+        is a directory's name under its stored spelling (a path walk then need not look it up again: a create in a
+        directory was three requests instead of four); anything else is asked again at every use."""
         if self._config is not None:
             self._config.attr_timeout = ATTR_TIMEOUT if stored else 0.0
+            self._config.entry_timeout = ATTR_TIMEOUT if stored and is_dir else 0.0
+
+    def _gone(self, path: str, inner: str) -> None:
+        """``inner`` (reached as ``path``) was removed or renamed. The kernel forgets the name it was reached by;
+        its stored spelling, trusted for up to ATTR_TIMEOUT, loses its attributes now, so its next use asks (and
+        finds nothing)."""
+        stored = inner[len(self._root):] or "/"
+        if self._windows and self._notifier is not None and stored != path:
+            self._notifier.drop_path(stored)
 
     def _changed(self, path: str) -> None:
         """``path`` changed (data, size, times, attributes); through another spelling than the stored one, the
@@ -274,19 +287,20 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
                 if fd is not None:
                     h = self._table.get(fh)
                     self._trust(h is not None and not h.alias)
-                    return self._fields(self._call(os.fstat, fd))
+                    fresh = self._created.pop(fh, None)  # libfuse asks right after a create: it was just read
+                    return self._fields(fresh if fresh is not None else self._call(os.fstat, fd))
             if self._table.all_stale:
                 raise _err(errno.EIO)
             stored, missing = self._resolve(path or "/")
             if missing:
                 return -errno.ENOENT
-            self._trust(stored == (path or "/"))
             try:
                 st = os.lstat(self._root + stored)
             except FileNotFoundError:
                 return -errno.ENOENT
             except OSError as e:
                 return -(e.errno or errno.EIO)
+            self._trust(stored == (path or "/"), stat.S_ISDIR(st.st_mode))
             fields = self._fields(st)
             if st.st_ino in self._read_only:
                 fields = (fields[0], fields[1] & ~0o222, *fields[2:])
@@ -376,11 +390,13 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             fd = self._call(os.open, inner, os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
                             | (os.O_RDWR if access == os.O_RDWR else os.O_WRONLY) | (flags & os.O_APPEND), 0o644)
             self._added(inner)
-            ino = os.fstat(fd).st_ino
+            st = os.fstat(fd)
             if not mode & 0o222 and self._windows:
                 set_read_only_attribute(inner, True)
-                self._read_only.add(ino)
-            return self._add(path, ino, False, True, fd, bool(flags & os.O_APPEND))
+                self._read_only.add(st.st_ino)
+            fh = self._add(path, st.st_ino, False, True, fd, bool(flags & os.O_APPEND))
+            self._created = {fh: st}
+            return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
@@ -460,6 +476,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             inner = self._p(path)
             self._call(os.rmdir, inner)
             self._removed(inner)
+            self._gone(path, inner)
             return 0
 
     def unlink(self, path: str) -> int:
@@ -484,6 +501,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             if name_key(dst) != name_key(src):
                 self._refuse_open(new)
             self._call(os.rename, src, dst)
+            self._gone(old, src)
             self._removed(src)
             self._removed(dst)
             self._added(dst)

@@ -108,6 +108,10 @@ def test_windows_semantics_at_the_mount(service: VolumeService) -> None:
     sh('echo two > "$M/docs/REPORT.txt"', M=mp)  # the same file, whatever the spelling
     assert sh('ls "$M/Docs"; cat "$M/Docs/Report.TXT"', M=mp).stdout == "Report.TXT\ntwo\n"
     assert sh('mkdir "$M/DOCS"', check=False, M=mp).returncode != 0  # exists already
+    # A folder removed or renamed through another spelling is gone under its stored one at once (the kernel may
+    # trust a directory's stored spelling for a second).
+    sh('mkdir "$M/Tmp" && ls "$M/Tmp" && rmdir "$M/TMP" && test ! -e "$M/Tmp" && mkdir "$M/Old" && ls "$M/Old"'
+       ' && mv "$M/OLD" "$M/New" && test ! -e "$M/Old" && test -d "$M/New" && rmdir "$M/new"', M=mp)
     # One file under two spellings stays one file for readers of either, cached pages included.
     coherent = sh('exec 3<"$M/Docs/Report.TXT"; head -c 3 <&3 >/dev/null; printf "changed" > "$M/DOCS/REPORT.TXT";'
                   ' cat "$M/docs/report.txt"; echo; cat "$M/Docs/Report.TXT"', M=mp)
