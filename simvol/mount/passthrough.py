@@ -1,9 +1,9 @@
 """FUSE operations that pass every request on to a directory: simvol's session in front of a private ntfs-3g mount.
 
-An NTFS volume is served by ntfs-3g (``ntfs3g.py``). While the volume is simply mounted, ntfs-3g answers at the
-mount point itself. What needs simvol's own FUSE session — the armed mount point of a temporarily dismounted volume,
-the volume lock, faults — gets one: ntfs-3g is mounted privately (``ROOT/run/ntfs/{GUID}``) and the session's
-operations are a :class:`PassthroughOps` over it (docs/architecture.md, "NTFS volumes: the mechanism").
+An NTFS volume is served by ntfs-3g (``ntfs3g.py``) mounted privately (``ROOT/run/inner/{guid}``), with simvol's own
+FUSE session at the mount point whose operations are a :class:`PassthroughOps` over it (docs/architecture.md, "NTFS
+volumes: the mechanism") — always for a volume with Windows' semantics, and for a native one while it needs the
+session (the armed mount point's first access, the volume lock, faults).
 
 It gives the daemon what :class:`~simvol.mount.ops.VolumeOps` gives it for FAT32 — the handle table (holders, stale
 handles after a forced dismount, the refusal of new opens while a dismount decides). With ``windows`` (an NTFS
@@ -12,8 +12,10 @@ case and listed as stored (ntfs-3g's own ``ignore_case`` lists every name in low
 cannot be deleted or renamed (EBUSY), and a file with the read-only attribute cannot be opened for writing (EACCES;
 ``chmod a-w`` sets the attribute, as on FAT32). Case folding needs the stored spelling of every name on the way: the
 names of each directory met are kept in memory (``_names``), loaded by one listing and kept current by this class's
-own changes — nothing else writes to the private mount. The kernel caches no names or attributes here (zero
-timeouts), so every spelling reaches this class and finds the one file.
+own changes — nothing else writes to the private mount. Each spelling a program uses is its own kernel inode: only a
+name's stored spelling is trusted for a while (its attributes, and a directory's name: ``_trust``), every other
+spelling is asked again at each use, and a change through another spelling drops what the kernel holds for the
+stored one (``_changed``, ``_gone``).
 """
 
 from __future__ import annotations
