@@ -206,6 +206,27 @@ def test_mount_folders_on_an_ntfs_volume(service: VolumeService) -> None:
     assert_ntfs_clean(host.image)
 
 
+def test_native_volume_remounts_on_access_and_locks(service: VolumeService) -> None:
+    """A native volume's temporary dismount and lock go through simvol's session, keeping ntfs-3g's semantics."""
+    vol = service.create_volume(64 * MiB, "NTFS", ntfs_native=True)
+    mp = vol.mount_path
+    sh('echo one > "$M/Keep.txt"', M=mp)
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
+    assert sh('cat "$M/Keep.txt"', M=mp).stdout == "one\n"  # the access mounts it again
+    assert vol.state is VolumeState.MOUNTED
+    assert sh('cat "$M/keep.txt"', check=False, M=mp).returncode != 0  # still ntfs-3g's rules: case-sensitive
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
+    fresh = service.create_volume(64 * MiB, "NTFS", ntfs_native=True)  # ntfs-3g at the mount point
+    sh('echo two > "$M/f.txt"', M=fresh.mount_path)
+    with fresh.lock():  # switches to simvol's session (nothing is open)
+        assert sh('cat "$M/f.txt"', M=fresh.mount_path).stdout == "two\n"  # this process's child may
+        assert not any(e.mountpoint == fresh.mount_path and e.fstype == "fuse" for e in read_mounts())
+    fresh.dismount(force=False, permanent=False)
+    assert_ntfs_clean(fresh.image)
+
+
 def test_efbig_stays_fat32s(service: VolumeService) -> None:
     vol = service.create_volume(64 * MiB, "FAT32")
     r = sh('truncate -s 4294967296 "$MP/big.bin"', check=False, MP=vol.mount_path)
