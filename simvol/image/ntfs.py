@@ -135,13 +135,13 @@ def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
-def _region_copy(im: Image, directory: str) -> str:
-    """A sparse copy of the image's file-system region alone (ntfsfix looks for the alternate boot sector at the
-    end of the file it is given)."""
+def _region_copy(image: str, fs_size: int, directory: str) -> str:
+    """A sparse copy of the file-system region alone, the first ``fs_size`` bytes of ``image`` (ntfsfix looks for
+    the alternate boot sector at the end of the file it is given)."""
     region = os.path.join(directory, "region.img")
-    subprocess.run(["cp", "--sparse=always", im.path, region], check=True, timeout=600,
+    subprocess.run(["cp", "--sparse=always", image, region], check=True, timeout=600,
                    stdin=subprocess.DEVNULL, capture_output=True)
-    os.truncate(region, im.fs_size)
+    os.truncate(region, fs_size)
     return region
 
 
@@ -165,7 +165,7 @@ def repair_region(im: Image) -> list[dict[str, Any]]:
     left = [{"kind": "in_use", "path": "/", "detail": "the volume was not closed cleanly (a crash)",
              "repaired": True}] if in_use(im) else []
     with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
-        region = _region_copy(im, tmp)
+        region = _region_copy(im.path, im.fs_size, tmp)
         clean, text = _ntfsfix(region, no_action=True)
         if clean:
             set_in_use(im, False)
@@ -283,7 +283,7 @@ class Ntfs:
             found = [{"kind": "in_use", "path": "/", "detail": "the volume was not closed cleanly (a crash)",
                       "repaired": False}] if in_use(im) else []
             with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
-                clean, text = _ntfsfix(_region_copy(im, tmp), no_action=True)
+                clean, text = _ntfsfix(_region_copy(im.path, im.fs_size, tmp), no_action=True)
         return found if clean else found + _problems(text)
 
     def check_live(self, image: str, fs_size: int, *,
@@ -291,11 +291,7 @@ class Ntfs:
         """Problems on an image a mount holds: ``ntfsfix -n`` on a copy of the region taken now (ntfs-3g writes
         every change through to the image at once, so the copy is what a crash now would leave)."""
         with tempfile.TemporaryDirectory(prefix="simvol-ntfs-") as tmp:
-            region = os.path.join(tmp, "region.img")
-            subprocess.run(["cp", "--sparse=always", image, region], check=True, timeout=600,
-                           stdin=subprocess.DEVNULL, capture_output=True)
-            os.truncate(region, fs_size)
-            clean, text = _ntfsfix(region, no_action=True)
+            clean, text = _ntfsfix(_region_copy(image, fs_size, tmp), no_action=True)
         return [] if clean else _problems(text)
 
     def check_plain(self, image: str) -> list[dict[str, Any]]:

@@ -84,7 +84,8 @@ class KernelNotifier:
     itself. The loop calls :meth:`settle` after each answer, which waits until the notifications are done — so
     the caller's next call sees their effect — but never longer than ``wait`` seconds: another task may hold
     that lock while its own request waits behind this one, and then the notification lands a moment later.
-    ``close`` must run before libfuse destroys the session.
+    A notifier puts its ``settle`` on the loop's ``after_request`` hooks when made and takes it off at ``close``,
+    which must run before libfuse destroys the session.
     """
 
     def __init__(self, fuse_ptr: int, encoding: str = "utf-8", errors: str = "surrogateescape",
@@ -97,6 +98,7 @@ class KernelNotifier:
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="simvol-notify", daemon=True)
         self._thread.start()
+        after_request.append(self.settle)
 
     def drop_entry(self, parent: int, name: str) -> None:
         """Forget directory ``parent``'s entry ``name``."""
@@ -129,6 +131,8 @@ class KernelNotifier:
                 self._cond.notify_all()
 
     def close(self, timeout: float = 2.0) -> None:
+        if self.settle in after_request:
+            after_request.remove(self.settle)
         self._queue.put(None)
         self._thread.join(timeout)
 

@@ -39,7 +39,7 @@ from typing import Any
 from ..errors import SimvolError
 from ..fat import FatFileSystem, check, is_dirty
 from ..image import Image
-from ..image.ntfs import is_ntfs, read_label
+from ..image.filesystems import NTFS, of_image
 from . import holders as holders_mod
 from . import mountinfo
 from ._fuselib import FastFUSE, invalidate_path, mfusepy
@@ -109,7 +109,7 @@ class Daemon:
         An NTFS volume is served by ntfs-3g at the mount point (a direct session) unless ``proxy``: then ntfs-3g
         serves a private directory and this process's own session passes requests on to it."""
         a = self.args
-        if self._is_ntfs():
+        if of_image(a.image) is NTFS:
             return self._open_ntfs(proxy)
         self.image = Image.open(a.image, writable=not a.readonly)
         fd, size = self.image.fd, self.image.fs_size
@@ -122,21 +122,9 @@ class Daemon:
         self.fs = FatFileSystem(fd, size, writable=not a.readonly, discard=a.discard)
         return VolumeOps(self.fs, self.mountpoint, readonly=a.readonly, owner=_owner(a.owner))
 
-    def _is_ntfs(self) -> bool:
-        fd = os.open(self.args.image, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return is_ntfs(os.pread(fd, 512, 0))
-        finally:
-            os.close(fd)
-
     def _open_ntfs(self, proxy: bool) -> Any:
         a = self.args
-        fd = os.open(a.image, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            label = read_label(fd)
-        finally:
-            os.close(fd)
-        volume = NtfsVolume(a.image, readonly=a.readonly, label=label)
+        volume = NtfsVolume(a.image, readonly=a.readonly)
         self.fs = volume
         self.repaired = list(volume.repaired)
         if not proxy and volume.native:
@@ -152,11 +140,12 @@ class Daemon:
         """ntfs-3g answers at the mount point itself (an NTFS volume simply mounted)."""
         return isinstance(self.ops, DirectOps)
 
-    def _switch_to_proxy(self) -> dict[str, Any] | None:
+    def _switch_to_proxy(self, extra: list[str]) -> dict[str, Any] | None:
         """End the direct session and serve the volume through this process's own session (lock, faults): only
-        while nothing is open. None once the proxy session is live, else the refusal. The caller must not hold
-        ``activation`` (the main thread takes it to start the next session)."""
-        found, complete = holders_mod.scan([self.mountpoint], exclude_pids=[os.getpid()])
+        while nothing holds the volume (through the mount point or ``extra``, its access paths). None once the
+        proxy session is live, else the refusal. The caller must not hold ``activation`` (the main thread takes it
+        to start the next session)."""
+        found, complete = self.holders(extra)
         if found:
             return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
         with self.sessions:
@@ -169,7 +158,7 @@ class Daemon:
             with self.sessions:
                 self.proxy_next = False
             if "busy" in msg.lower():
-                return self._in_use([])
+                return self._in_use(extra)
             return {"ok": False, "error": f"unmount failed: {msg}"}
         with self.sessions:
             if not self.sessions.wait_for(lambda: self.closed_no >= n and self.live_no > n, 30):
@@ -245,7 +234,7 @@ class Daemon:
         except (KeyError, TypeError, ValueError) as e:
             return {"ok": False, "error": f"bad fault: {e}"}
         if new and self.direct:
-            refused = self._switch_to_proxy()
+            refused = self._switch_to_proxy([])
             if refused is not None:
                 if refused.get("in_use"):
                     refused["error"] = ("faults on an NTFS volume need simvol's own session, which it switches to "
@@ -271,10 +260,7 @@ class Daemon:
     def lock(self, pid: int, extra: list[str]) -> dict[str, Any]:
         """Grant the volume lock to ``pid`` (and its descendants) unless another process holds the volume."""
         if self.direct and self.locked_by is None:
-            found, complete = self.holders(extra)
-            if found:
-                return {"ok": False, "in_use": True, "holders": [h.as_dict() for h in found], "complete": complete}
-            refused = self._switch_to_proxy()  # the lock is simvol's session's: serve the volume through it
+            refused = self._switch_to_proxy(extra)  # the lock is simvol's session's: serve the volume through it
             if refused is not None:
                 return refused
         with self.activation:

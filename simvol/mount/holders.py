@@ -61,6 +61,39 @@ def _proc_fd_kind(pid: int, fd: str, target: str) -> str:
     return "file"
 
 
+def _fd_links(pid: int) -> tuple[list[tuple[str, str]], bool]:
+    """(fd, target) of every descriptor of ``pid`` (" (deleted)" cut off), and whether they could be read."""
+    base = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(base)
+    except PermissionError:
+        return [], False
+    except OSError:
+        return [], True
+    links = []
+    for fd in fds:
+        try:
+            target = os.readlink(f"{base}/{fd}")
+        except OSError:
+            continue
+        links.append((fd, target.removesuffix(" (deleted)")))
+    return links, True
+
+
+def descriptors(paths: Iterable[str], *, exclude_pids: Iterable[int] = ()) -> list[tuple[int, int]]:
+    """(pid, fd) of every descriptor a process holds on something below ``paths`` (what :func:`scan` reports as
+    ``file``/``dir`` holders, by number)."""
+    prefixes = tuple(os.path.normpath(p) for p in paths if p)
+    skip = set(exclude_pids)
+    return [
+        (int(entry.name), int(fd))
+        for entry in os.scandir("/proc")
+        if entry.name.isdigit() and int(entry.name) not in skip
+        for fd, target in _fd_links(int(entry.name))[0]
+        if _inside(target, prefixes)
+    ]
+
+
 def scan(paths: Iterable[str], *, exclude_pids: Iterable[int] = ()) -> tuple[list[Holder], bool]:
     """Scan /proc for processes using anything below ``paths``.
 
@@ -89,20 +122,9 @@ def scan(paths: Iterable[str], *, exclude_pids: Iterable[int] = ()) -> tuple[lis
                 continue
             if _inside(target, prefixes):
                 hits.append((target, kind))
-        try:
-            fds = os.listdir(f"{base}/fd")
-        except PermissionError:
-            complete = False
-            fds = []
-        except OSError:
-            fds = []
-        for fd in fds:
-            try:
-                target = os.readlink(f"{base}/fd/{fd}")
-            except OSError:
-                continue
-            if target.endswith(" (deleted)"):
-                target = target[: -len(" (deleted)")]
+        links, readable = _fd_links(pid)
+        complete = complete and readable
+        for fd, target in links:
             if _inside(target, prefixes):
                 hits.append((target, _proc_fd_kind(pid, fd, target)))
         try:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from ..errors import SimvolError
 from ..image import Image
-from ..image.ntfs import in_use, native, ntfs_tool, repair_region, set_in_use
-from . import mountinfo
+from ..image.ntfs import in_use, native, ntfs_tool, read_label, repair_region, set_in_use
+from . import holders, mountinfo
 from .passthrough import ATTRIB_XATTR
 
 FILE_ATTRIBUTE_COMPRESSED = 0x800
@@ -161,10 +161,10 @@ class NtfsVolume:
     open. The file system is ntfs-3g's; what the daemon calls on its "fs" is here (``sync``, ``mark_clean``,
     ``statfs``, ``label``, ``close``)."""
 
-    def __init__(self, image: str, *, readonly: bool, label: str) -> None:
+    def __init__(self, image: str, *, readonly: bool) -> None:
         self.image = Image.open(image, writable=not readonly)
         self.readonly = readonly
-        self.label = label
+        self.label = read_label(self.image.fd)  # ntfs-3g is not running yet: $Volume as the image holds it
         self.repaired: list[dict[str, object]] = []
         self.native = native(self.image)  # ntfs-3g's own semantics (direct sessions) instead of Windows' (proxy)
         self.root = ""  # where ntfs-3g serves the volume (the mount point, or the private directory)
@@ -261,7 +261,7 @@ class DirectOps:
         reads of an open file from pages it cached before: those pages are dropped once ntfs-3g is gone, through a
         copy of each holder's descriptor (pidfd_getfd), so a read reaches the dead connection and fails too."""
         server = self.volume.server
-        held = _open_descriptors(self.volume.root)
+        held = holders.descriptors([self.volume.root], exclude_pids=[os.getpid()])
         if server is not None:
             server.terminate()
             server.wait(10)
@@ -271,27 +271,7 @@ class DirectOps:
 
 
 _SYS_PIDFD_GETFD = 438  # x86-64 and arm64 alike (the unified syscall table)
-
-
-def _open_descriptors(root: str) -> list[tuple[int, int]]:
-    """(pid, fd) of every descriptor any process holds on a file below ``root``."""
-    prefix = root.rstrip("/") + "/"
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        base = f"/proc/{entry}/fd"
-        try:
-            fds = os.listdir(base)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{base}/{fd}").startswith(prefix):
-                    found.append((int(entry), int(fd)))
-            except OSError:
-                continue
-    return found
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _drop_cached_pages(pid: int, fd: int) -> None:
@@ -300,8 +280,7 @@ def _drop_cached_pages(pid: int, fd: int) -> None:
     except OSError:
         return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mine = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+        mine = _LIBC.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
         if mine < 0:
             log.debug("pidfd_getfd %d/%d: errno %d", pid, fd, ctypes.get_errno())
             return

@@ -25,7 +25,6 @@ from ._fuselib import (
     FUSE_LOOKUP,
     FUSE_MKDIR,
     KernelNotifier,
-    after_request,
     caller_pid,
     current_fuse,
     inode_notifier,
@@ -174,7 +173,6 @@ class VolumeOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # mfuse
             self._request_nodeid = request_nodeid
             self._request_header = request_header
             self._notifier = KernelNotifier(self._fuse_ptr)
-            after_request.append(self._notifier.settle)
         if config is not None:
             self._set_timeouts(_TIMEOUT)
 
@@ -586,8 +584,6 @@ class VolumeOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # mfuse
     def destroy(self, path: str) -> None:
         log.debug("destroy")
         if self._notifier is not None:
-            if self._notifier.settle in after_request:
-                after_request.remove(self._notifier.settle)
             self._notifier.close()  # before libfuse frees the session it writes to
             self._notifier = None
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..fat.names import name_key
-from ._fuselib import KernelNotifier, after_request, caller_pid, current_fuse, mfusepy
+from ._fuselib import KernelNotifier, caller_pid, current_fuse, mfusepy
 from .handles import HandleOwner, HandleTable
 from .ops import CALLBACKS
 
@@ -136,7 +136,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         configure(None, config)
         if fuse_ptr and self._notifier is None:
             self._notifier = KernelNotifier(fuse_ptr)
-            after_request.append(self._notifier.settle)
 
     # ------------------------------------------------------------ helpers
 
@@ -216,10 +215,12 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         node = self._inodes.get(ino)
         return node is not None and self._table.node_is_open(node)
 
-    def _add(self, path: str, ino: int, is_dir: bool, writable: bool, fd: int | None, append: bool = False) -> int:
+    def _add(self, path: str, inner: str, ino: int, is_dir: bool, writable: bool, fd: int | None,
+             append: bool = False) -> int:
+        """A new handle on ``path``, whose inner path (``_p(path)``, resolved by the caller) is ``inner``."""
         node = self._inodes.setdefault(ino, _Inode(ino))
         h = self._table.add(caller_pid(), path, node, is_dir, writable, append=append,  # type: ignore[arg-type]
-                            alias=self._stored(path) != path)
+                            alias=(inner[len(self._root):] or "/") != path)
         if fd is not None:
             self._fds[h.fh] = fd
         return h.fh
@@ -343,10 +344,11 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
     def opendir(self, path: str) -> int:
         with self._engine_lock:
             self._guard()
-            st = self._call(os.stat, self._p(path))
+            inner = self._p(path)
+            st = self._call(os.stat, inner)
             if not st.st_mode & 0o40000:
                 raise _err(errno.ENOTDIR)
-            return self._add(path, st.st_ino, True, False, None)
+            return self._add(path, inner, st.st_ino, True, False, None)
 
     def readdir(self, path: str, fh: int) -> list[tuple[str, int, int]]:
         with self._engine_lock:
@@ -381,7 +383,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
                     self._read_only.add(os.lstat(inner).st_ino)
                     raise _err(errno.EACCES)  # Windows: access denied on a read-only file
             fd = self._call(os.open, inner, flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
-            return self._add(path, os.fstat(fd).st_ino, False, writes, fd, bool(flags & os.O_APPEND))
+            return self._add(path, inner, os.fstat(fd).st_ino, False, writes, fd, bool(flags & os.O_APPEND))
 
     def create(self, path: str, mode: int, flags: int = 0) -> int:
         with self._engine_lock:
@@ -396,7 +398,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             if not mode & 0o222 and self._windows:
                 set_read_only_attribute(inner, True)
                 self._read_only.add(st.st_ino)
-            fh = self._add(path, st.st_ino, False, True, fd, bool(flags & os.O_APPEND))
+            fh = self._add(path, inner, st.st_ino, False, True, fd, bool(flags & os.O_APPEND))
             self._created = {fh: st}
             return fh
 
@@ -569,8 +571,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
     def destroy(self, path: str) -> None:
         log.debug("destroy (passthrough)")
         if self._notifier is not None:
-            if self._notifier.settle in after_request:
-                after_request.remove(self._notifier.settle)
             self._notifier.close()  # before libfuse frees the session it writes to
             self._notifier = None
 
