@@ -13,16 +13,19 @@ volume lock, faults) switches a native volume to it.
 Facts about ntfs-3g this relies on (ntfs-3g 2022.10.3, measured): it carries its own FUSE 2.8, so the
 foreground option is ``-o no_detach``; it refuses ``fsname=`` and the kernel lists its mount as plain ``fuse`` with
 the image as source (``mountinfo`` recognises simvol's NTFS mounts by their mount point); on SIGTERM it unmounts
-(lazily) and closes the volume; run as root it adds ``allow_other`` itself.
+(lazily) and closes the volume; run as root it adds ``allow_other`` itself; it takes a POSIX write lock on the
+whole image while it has it open (``unix_io.c``), which tells simvol whether an ntfs-3g still has a volume open.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import threading
@@ -75,11 +78,7 @@ class Server:
         if owner is not None:
             options.append(f"uid={owner[0]},gid={owner[1]}")
         argv = [ntfs_tool("ntfs-3g"), "-o", ",".join(options), image, mountpoint]
-        # If the daemon dies, its ntfs-3g goes too (and closes the volume on the way): the parent-death signal.
-        setpriv = shutil.which("setpriv")
-        if setpriv is not None:
-            argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
-        self.argv = argv
+        self.argv = _with_parent_death_signal(argv)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float) -> None:
@@ -156,6 +155,74 @@ class Server:
             mountinfo.unmount(self.mountpoint, lazy=True)
 
 
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the daemon dies, and so closes the volume and unmounts.
+
+    The parent-death signal (``setpriv --pdeathsig``) is cleared by the exec of a program that changes the effective
+    user — Debian's ntfs-3g is set-user-ID root, so run by anyone but root it would outlive a killed daemon and keep
+    the volume open. There ``timeout 0`` (no time limit) stands between: it keeps the signal and passes a SIGTERM on
+    to its child, which the user may signal (its real user is the user's)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv  # NtfsVolume stops an ntfs-3g a dead daemon left at the next mount (stop_orphan_server)
+    relay: list[str] = []
+    timeout = shutil.which("timeout")
+    if os.geteuid() != 0 and timeout is not None:
+        try:
+            st = os.stat(argv[0])
+        except OSError:
+            st = None
+        if st is not None and st.st_mode & stat.S_ISUID and st.st_uid != os.geteuid():
+            relay = [timeout, "0"]
+    return [setpriv, "--pdeathsig", "TERM", "--", *relay, *argv]
+
+
+_FLOCK = "hhxxxxqqixxxx"  # struct flock (Linux x86-64 and arm64): l_type, l_whence, l_start, l_len, l_pid
+
+
+def lock_holder(fd: int) -> int | None:
+    """The process holding a POSIX lock on the open file ``fd`` — for an image, the ntfs-3g that has it open."""
+    probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    l_type, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, probe))
+    return None if l_type == fcntl.F_UNLCK else int(pid)
+
+
+def stop_orphan_server(image: Image, timeout: float = 10.0) -> None:
+    """End an ntfs-3g that still has ``image`` open although its daemon is gone.
+
+    The caller holds the image's simvol lock, so no daemon serves the image: an ntfs-3g with it open was left by one
+    that was killed before it could stop it (no parent-death signal reached it). It is unmounted (it then closes
+    the volume and exits), ended with SIGTERM if it does not go, SIGKILL last; only then may the image be checked,
+    repaired or served again. Anything else holding the image's lock is refused: simvol does not end other
+    programs."""
+    pid = lock_holder(image.fd)
+    if pid is None:
+        return
+    name = holders.process_name(pid)
+    if name not in ("ntfs-3g", "lowntfs-3g"):
+        raise SimvolError(f"{image.path} is in use by {name} (pid {pid})")
+    log.warning("ntfs-3g (pid %d) still has %s open, left by a daemon that died: stopping it", pid, image.path)
+    sources = {image.path, os.path.realpath(image.path)}
+    for entry in mountinfo.read_mounts():
+        if entry.source in sources and entry.fstype in ("fuse", "fuseblk"):
+            ok, msg = mountinfo.unmount(entry.mountpoint)
+            if not ok:
+                log.warning("unmount %s: %s; detaching it", entry.mountpoint, msg)
+                mountinfo.unmount(entry.mountpoint, lazy=True)
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            try:
+                os.kill(pid, sig)
+            except OSError as e:
+                log.debug("kill %d: %s", pid, e)
+        deadline = time.monotonic() + timeout
+        while lock_holder(image.fd) == pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if lock_holder(image.fd) is None:
+            return
+    raise SimvolError(f"ntfs-3g (pid {pid}) left by a dead daemon still holds {image.path}")
+
+
 class NtfsVolume:
     """An NTFS image open in the daemon: locked, repaired first if a crash left it in use, marked in use while
     open. The file system is ntfs-3g's; what the daemon calls on its "fs" is here (``sync``, ``mark_clean``,
@@ -170,6 +237,7 @@ class NtfsVolume:
         self.root = ""  # where ntfs-3g serves the volume (the mount point, or the private directory)
         self.server: Server | None = None
         try:
+            stop_orphan_server(self.image)
             if not readonly and in_use(self.image):
                 log.warning("image %s was left in use: checking and repairing before the mount", image)
                 self.repaired = list(repair_region(self.image))

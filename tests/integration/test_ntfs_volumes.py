@@ -401,3 +401,58 @@ def test_daemon_kill_then_mount_recovers(service: VolumeService, native: bool) -
     assert sh('cat "$M/d.txt"', M=vol.mount_path).stdout == "durable\n"
     vol.dismount(force=False, permanent=False)
     assert_ntfs_clean(vol.image)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_ntfs3g_left_by_a_dead_daemon_is_stopped_before_the_next_mount(service: VolumeService, tmp_path: Path,
+                                                                       native: bool) -> None:
+    """An ntfs-3g that outlived its daemon (no parent-death signal reached it: setpriv missing, or a set-user-ID
+    ntfs-3g run by a user before simvol relayed the signal) still has the volume open. The next Mount stops it —
+    unmounted, so it closes the volume cleanly — before it checks or serves the image, and what it wrote is kept."""
+    vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=native)
+    vol.dismount(force=False, permanent=True)
+    orphan_dir = tmp_path / "orphan"
+    orphan_dir.mkdir()
+    # Started apart from simvol, as a dead daemon's server would be left: holding the image, mounted elsewhere.
+    orphan = subprocess.Popen(["ntfs-3g", "-o", "no_detach", vol.image, str(orphan_dir)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: any(e.mountpoint == str(orphan_dir) for e in read_mounts()), 10)
+        sh('echo "from the orphan" > "$D/o.txt" && sync "$D/o.txt"', D=str(orphan_dir))
+        vol.mount()
+        assert orphan.wait(10) == 0  # unmounted, not killed: it closed the volume itself
+        assert not any(e.mountpoint == str(orphan_dir) for e in read_mounts())
+        assert vol.state is VolumeState.MOUNTED
+        assert sh('cat "$M/o.txt"', M=vol.mount_path).stdout == "from the orphan\n"
+        vol.dismount(force=False, permanent=False)
+        assert_ntfs_clean(vol.image)
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait(10)
+        subprocess.run(["fusermount3", "-uz", str(orphan_dir)], capture_output=True, timeout=10)
+
+
+def test_image_locked_by_another_program_is_refused_untouched(service: VolumeService) -> None:
+    """A process other than ntfs-3g holding a POSIX lock on the image is not ended by simvol: Mount fails, naming
+    it, and the image stays as it was."""
+    vol = service.create_volume(128 * MiB, "NTFS")
+    vol.dismount(force=False, permanent=True)
+    before = Path(vol.image).read_bytes()[:1 << 20]
+    locker = subprocess.Popen([sys.executable, "-c", "import fcntl,os,sys\nfd=os.open(sys.argv[1],os.O_RDWR)\n"
+                               "fcntl.lockf(fd,fcntl.LOCK_EX)\nprint('ready',flush=True)\nsys.stdin.readline()\n",
+                               vol.image], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "ready"
+        with pytest.raises(VdsError) as info:
+            vol.mount()
+        assert f"pid {locker.pid}" in str(info.value), str(info.value)
+        assert locker.poll() is None
+        assert vol.state is VolumeState.PERMANENTLY_DISMOUNTED
+        assert Path(vol.image).read_bytes()[:1 << 20] == before
+    finally:
+        assert locker.stdin is not None
+        locker.stdin.close()
+        locker.wait(10)
+    vol.mount()
+    assert vol.state is VolumeState.MOUNTED

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ntfsoracle import assert_ntfs_clean
+
 _spec = importlib.util.spec_from_file_location(
     "simvol_tests_userkit", Path(__file__).resolve().parent.parent / "security" / "userkit.py"
 )
@@ -129,10 +131,11 @@ import errno, json, os, subprocess, sys, time
 from simvol import VolumeService
 from simvol.errors import VdsError
 
-root = sys.argv[1]
+root, fs = sys.argv[1:3]
 out = {"uid": os.geteuid()}
 svc = VolumeService(root)
-vol = svc.create_volume(40 << 20, label="ROOTLESS", letter="E")
+vol = svc.create_volume((40 if fs == "FAT32" else 64) << 20, fs, label="ROOTLESS", letter="E")
+out["filesystem"] = vol.get_file_system_type_name()
 mp = vol.mount_path
 out["mounted"] = os.path.ismount(mp)
 out["mountinfo"] = [l for l in open("/proc/self/mountinfo") if (" " + mp + " ") in l]
@@ -200,13 +203,18 @@ print(json.dumps(out))
 """
 
 
-def test_integration_core_as_user(rootless: Rootless):
-    root = os.path.join(rootless.workdir, "core-root")
-    r = rootless.py(CORE, root, timeout=180)
+@pytest.mark.parametrize("fs", ["FAT32", "NTFS"])
+def test_integration_core_as_user(rootless: Rootless, fs: str):
+    """The whole VDS path as the user; for NTFS the daemon starts ntfs-3g (setuid root on Debian) for the user."""
+    if fs == "NTFS" and not shutil.which("ntfs-3g"):
+        pytest.skip("ntfs-3g is not installed")
+    root = os.path.join(rootless.workdir, f"core-root-{fs}")
+    r = rootless.py(CORE, root, fs, timeout=180)
     assert r.returncode == 0, f"as {rootless.user}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     out = json.loads(r.stdout.strip().splitlines()[-1])
     uid = rootless.user.uid if rootless.user is not None else os.geteuid()
     assert out["uid"] == uid
+    assert out["filesystem"] == fs
     assert out["mounted"]
     (line,) = out["mountinfo"]
     assert f"user_id={uid}" in line and "nosuid" in line and "nodev" in line and "allow_other" not in line
@@ -223,6 +231,9 @@ def test_integration_core_as_user(rootless: Rootless):
     assert out["add_path"] == 0 and out["state_after_add"] == "M" and out["paths"] == ["F:\\"]
     assert set(out["owners"].values()) == {uid}, out["owners"]
     assert out["check"] == []
+    if fs == "NTFS":
+        assert_ntfs_clean(out["image"])
+        return
     fsck = shutil.which("fsck.fat") or shutil.which("fsck.fat", path="/usr/sbin:/sbin")
     if fsck:
         r = subprocess.run([fsck, "-n", out["image"]], capture_output=True, text=True, timeout=60)
@@ -282,3 +293,72 @@ def test_other_users_images_and_dirs(rootless: Rootless, tmp_path: Path):
         assert os.stat(shared).st_mode == before.st_mode
     finally:
         shutil.rmtree(src, ignore_errors=True)
+
+
+KILL_NTFS = r"""
+import json, os, signal, sys, time
+import psutil
+from simvol import VolumeService
+
+root = sys.argv[1]
+out = {}
+svc = VolumeService(root)
+vol = svc.create_volume(64 << 20, "NTFS", letter="E")
+with open(os.path.join(vol.mount_path, "d.txt"), "w") as f:
+    f.write("durable\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def running(what):
+    found = []
+    for p in psutil.process_iter():
+        try:
+            argv = p.cmdline()
+            if vol.image in argv and what(p.name(), argv):
+                found.append(p.pid)
+        except psutil.Error:
+            pass  # gone, or a zombie
+    return found
+
+
+def servers():
+    return running(lambda name, argv: name in ("ntfs-3g", "lowntfs-3g"))
+
+
+out["servers_before"] = len(servers())
+daemon = running(lambda name, argv: "simvol.mount.daemon" in argv)
+out["daemons"] = len(daemon)
+os.kill(daemon[0], signal.SIGKILL)
+deadline = time.monotonic() + 10
+while servers() and time.monotonic() < deadline:
+    time.sleep(0.05)
+out["servers_after_kill"] = len(servers())
+out["inner_mounts"] = [l.split()[4] for l in open("/proc/self/mountinfo") if os.path.join(root, "run") in l]
+with open(svc.resolve("E:\\d.txt")) as f:
+    out["data"] = f.read()
+out["state"] = vol.state
+svc.down()
+out["check"] = vol.check()
+out["image"] = vol.image
+svc.close()
+print(json.dumps(out))
+"""
+
+
+def test_ntfs_server_follows_a_killed_daemon_as_user(rootless: Rootless):
+    """Debian's ntfs-3g is set-user-ID root, and its exec clears the parent-death signal for a user: a killed daemon
+    left its ntfs-3g serving (and holding) the volume. Now the server goes with the daemon, and the next access
+    remounts with the data intact."""
+    if not shutil.which("ntfs-3g"):
+        pytest.skip("ntfs-3g is not installed")
+    root = os.path.join(rootless.workdir, "kill-root")
+    r = rootless.py(KILL_NTFS, root, timeout=180)
+    assert r.returncode == 0, f"as {rootless.user}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["servers_before"] == 1 and out["daemons"] == 1
+    assert out["servers_after_kill"] == 0
+    assert out["inner_mounts"] == []
+    assert out["data"] == "durable\n" and out["state"] == "M"
+    assert out["check"] == []
+    assert_ntfs_clean(out["image"])
