@@ -131,9 +131,25 @@ class Daemon:
             return DirectOps(volume)  # the direct session starts ntfs-3g at the mount point
         if not a.inner_dir:
             raise SimvolError("an NTFS volume served through simvol's session needs --inner-dir")
-        os.makedirs(a.inner_dir, mode=0o700, exist_ok=True)
         volume.serve(a.inner_dir, allow_other=False, owner=None, timeout=a.timeout)
+        threading.Thread(target=self._watch_inner_server, args=(volume,), name="simvol-ntfs-3g-watch",
+                         daemon=True).start()
         return PassthroughOps(a.inner_dir, readonly=a.readonly, owner=_owner(a.owner), windows=not volume.native)
+
+    @staticmethod
+    def _watch_inner_server(volume: NtfsVolume) -> None:
+        """ntfs-3g behind this session ended without being stopped (it crashed, or was killed): the volume's file
+        system is gone. The daemon goes down as a crashed one does (SIGKILL, no clean marker), so the volume is
+        handled as after any crash — old handles fail (ENOTCONN), the next Mount checks, repairs and serves it —
+        instead of answering ENOTCONN for every request while it looks mounted."""
+        server = volume.server
+        if server is None or server.proc is None:
+            return
+        server.proc.wait()
+        if volume.server is server:  # NtfsVolume.close lets go of its server before it stops it
+            log.error("ntfs-3g serving %s exited (%s) without being stopped: ending this daemon as a crash",
+                      volume.image.path, server.proc.returncode)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     @property
     def direct(self) -> bool:

@@ -83,13 +83,23 @@ class Server:
 
     def start(self, timeout: float) -> None:
         """Start the server; returns once its mount is live. Raises SimvolError with ntfs-3g's own words."""
+        sources = {self.image, os.path.realpath(self.image)}
+        here = os.path.abspath(self.mountpoint)
+        for stale in mountinfo.read_mounts():
+            if stale.mountpoint == here and stale.source in sources:
+                # An ntfs-3g of this image that died without unmounting (its connection is dead, and
+                # stop_orphan_server found no process): detached, so that it cannot pass for the new server's.
+                log.warning("a dead ntfs-3g mount of %s is still at %s: detaching it", self.image, self.mountpoint)
+                mountinfo.unmount(self.mountpoint, lazy=True)
+        os.makedirs(here, mode=0o700, exist_ok=True)  # a dead mount made it look missing (ENOTCONN) until now
+        before = {e.mount_id for e in mountinfo.read_mounts() if e.mountpoint == here}
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, cwd="/")
         deadline = time.monotonic() + timeout
         delay = 0.001
         while True:
             entry = mountinfo.find_mount(self.mountpoint)
-            if entry is not None and entry.source in (self.image, os.path.realpath(self.image)):
+            if entry is not None and entry.source in sources and entry.mount_id not in before:
                 threading.Thread(target=self._log_stderr, name="simvol-ntfs-3g", daemon=True).start()
                 return
             if self.proc.poll() is not None or time.monotonic() >= deadline:

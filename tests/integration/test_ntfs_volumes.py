@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from simvol import VdsError, VolumeService
@@ -456,3 +457,66 @@ def test_image_locked_by_another_program_is_refused_untouched(service: VolumeSer
         locker.wait(10)
     vol.mount()
     assert vol.state is VolumeState.MOUNTED
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_server_and_daemon_killed_leave_a_dead_mount_the_next_mount_replaces(service: VolumeService,
+                                                                            native: bool) -> None:
+    """ntfs-3g SIGKILLed (no unmount, no volume close), then its daemon: a dead ntfs-3g mount of the image stays
+    behind. The next Mount must not take it for its new server's; it repairs the image and serves it."""
+    vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=native)
+    sh('echo durable > "$M/d.txt" && sync "$M/d.txt"', M=vol.mount_path)
+    info = service.mounter.daemon(str(vol.id).lower())  # type: ignore[attr-defined]
+    assert info is not None
+    servers = [p for p in psutil.Process(info.pid).children(recursive=True) if p.name() == "ntfs-3g"]
+    assert len(servers) == 1
+    servers[0].kill()
+    assert wait_until(lambda: gone(servers[0].pid), 10)
+    os.kill(info.pid, signal.SIGKILL)
+    assert wait_until(lambda: gone(info.pid), 10)
+    assert any(e.source == vol.image for e in read_mounts())  # the dead mount
+    vol.mount()
+    assert vol.state is VolumeState.MOUNTED
+    assert sh('cat "$M/d.txt"', M=vol.mount_path).stdout == "durable\n"
+    sh('echo after > "$M/n.txt"', M=vol.mount_path)
+    vol.dismount(force=False, permanent=False)
+    assert not any(e.source == vol.image for e in read_mounts())
+    assert_ntfs_clean(vol.image)
+    assert ntfscat(vol.image, "/n.txt") == b"after\n"
+
+
+def test_inner_server_crash_fails_the_volume_like_a_daemon_crash(service: VolumeService) -> None:
+    """ntfs-3g behind simvol's session dies on its own: the daemon goes down as a crashed one (a holder's next read
+    fails instead of the volume answering ENOTCONN for ever while it looks mounted), and Mount repairs and serves
+    the volume with the synced data."""
+    vol = service.create_volume(128 * MiB, "NTFS")
+    sh('echo durable > "$M/d.txt" && sync "$M/d.txt"', M=vol.mount_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\n"
+                               "print('ready',flush=True)\nsys.stdin.readline()\n"
+                               "try:\n    os.pread(fd,4,0); print('read ok',flush=True)\n"
+                               "except OSError as e:\n    print('err',e.errno,flush=True)\n",
+                               os.path.join(vol.mount_path, "d.txt")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "ready"
+    info = service.mounter.daemon(str(vol.id).lower())  # type: ignore[attr-defined]
+    assert info is not None
+    (server,) = [p for p in psutil.Process(info.pid).children(recursive=True) if p.name() == "ntfs-3g"]
+    server.kill()
+    assert wait_until(lambda: gone(info.pid), 10)
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() in ("err 5", "err 107")  # EIO / ENOTCONN
+    holder.wait(10)
+    vol.mount()
+    assert vol.state is VolumeState.MOUNTED
+    assert sh('cat "$M/d.txt"', M=vol.mount_path).stdout == "durable\n"
+    vol.dismount(force=False, permanent=False)
+    assert_ntfs_clean(vol.image)
