@@ -284,6 +284,59 @@ def test_dismount_in_use_names_holders_then_forced_cuts_them_off(service: Volume
     assert_ntfs_clean(vol.image)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_forced_dismount_cuts_off_a_handle_made_by_create_before_its_first_write(service: VolumeService,
+                                                                                 native: bool) -> None:
+    """simvol's session opens a created file on ntfs-3g only at its first read or write: a handle that has not
+    written yet is held (named as a holder), and after a forced dismount its first write fails and the file stays
+    empty in the image."""
+    vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=native)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o644);"
+         " print('ready', flush=True); sys.stdin.readline();\n"
+         "try:\n os.write(fd, b'late'); os.fsync(fd); print('write ok')\nexcept OSError as e: print('write', e.errno)",
+         os.path.join(vol.mount_path, "new.bin")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(VdsError) as e:
+            vol.dismount(force=False, permanent=False)
+        assert any(h["pid"] == holder.pid for h in e.value.holders)
+        vol.dismount(force=True, permanent=False)
+        out, _ = holder.communicate("\n", timeout=30)
+        assert out.strip() in ("write 107", "write 5"), out
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ntfscat(vol.image, "/new.bin") == b""
+    assert_ntfs_clean(vol.image)
+
+
+def test_created_files_written_later_through_their_handle(service: VolumeService) -> None:
+    """The first write, truncate, fsync or read of a created file (opened on ntfs-3g only then) reaches it, with
+    O_APPEND kept; a create with no write bits gets the read-only attribute and its creator may still write."""
+    vol = service.create_volume(128 * MiB, "NTFS")
+    code = (
+        "import os,sys\nm=sys.argv[1]\n"
+        "fd=os.open(m+'/a.txt',os.O_CREAT|os.O_RDWR,0o644); os.ftruncate(fd,3); os.pwrite(fd,b'xy',1);"
+        " print(os.pread(fd,3,0)); os.fsync(fd); os.close(fd)\n"
+        "fd=os.open(m+'/b.log',os.O_CREAT|os.O_WRONLY|os.O_APPEND,0o644); os.write(fd,b'12'); os.write(fd,b'34');"
+        " os.close(fd)\n"
+        "fd=os.open(m+'/c.txt',os.O_CREAT|os.O_WRONLY,0o644); os.fsync(fd); os.close(fd)\n"
+        "fd=os.open(m+'/ro.txt',os.O_CREAT|os.O_WRONLY,0o444); os.write(fd,b'ro'); os.close(fd)\n"
+        "print(oct(os.stat(m+'/ro.txt').st_mode & 0o777))\n"
+        "try:\n    os.open(m+'/RO.TXT',os.O_WRONLY); print('opened')\nexcept OSError as e:\n    print(e.errno)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, vol.mount_path], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["b'\\x00xy'", "0o444", "13"]  # EACCES for a writer of the read-only file
+    vol.dismount(force=False, permanent=False)
+    assert ntfscat(vol.image, "/a.txt") == b"\0xy"
+    assert ntfscat(vol.image, "/b.log") == b"1234"
+    assert ntfscat(vol.image, "/c.txt") == b""
+    assert ntfscat(vol.image, "/ro.txt") == b"ro"
+    assert_ntfs_clean(vol.image)
+
+
 def test_lock_refuses_other_processes(service: VolumeService) -> None:
     vol = service.create_volume(128 * MiB, "NTFS")
     mp = vol.mount_path
