@@ -112,11 +112,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         # their mode shows it. Reading the attribute at every stat would cost ntfs-3g a request per lookup.
         self._read_only: set[int] = set()
         self._created: dict[int, os.stat_result] = {}  # the file just created, whose attributes libfuse asks next
-        # Handles of files created here and not used for I/O yet: fh → the flags to open the inner file with at the
-        # first read, write, truncate or fsync. A create made with mknod and no open costs ntfs-3g two requests
-        # instead of four (lookup, mknod; not lookup, create, flush, release), and most creates are never read back
-        # through the handle they were made with.
-        self._lazy: dict[int, int] = {}
 
     # ------------------------------------------------------------ for the daemon's control thread (and HandleOwner's)
 
@@ -132,7 +127,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
                 except OSError:
                     pass
             self._fds.clear()
-            self._lazy.clear()
             return paths
 
     def bind(self, fuse_ptr: int | None, config: Any) -> None:
@@ -233,7 +227,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
 
     def _drop(self, fh: int) -> None:
         h = self._table.drop(fh)
-        self._lazy.pop(fh, None)
         fd = self._fds.pop(fh, None)
         if fd is not None:
             try:
@@ -243,21 +236,13 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         if h is not None and not self._table.node_is_open(h.node):
             self._inodes.pop(h.node.ino, None)
 
-    def _fd(self, fh: int, path: str) -> int:
-        """The inner descriptor of handle ``fh``, reached as ``path`` now (libfuse's current name of its file)."""
+    def _fd(self, fh: int) -> int:
         h = self._table.get(fh)
         if h is None or h.stale or h.is_dir:
             raise _err(errno.EIO)
         fd = self._fds.get(fh)
         if fd is None:
-            flags = self._lazy.pop(fh, None)
-            if flags is None:
-                raise _err(errno.EIO)
-            fd = self._call(os.open, self._p(path), flags)
-            if os.fstat(fd).st_ino != h.node.ino:
-                os.close(fd)
-                raise _err(errno.EIO)  # the name now leads to another file: the handle's file is gone
-            self._fds[fh] = fd
+            raise _err(errno.EIO)
         return fd
 
     def _fields(self, st: os.stat_result) -> tuple[int, ...]:
@@ -301,11 +286,11 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
     def stat_fields(self, path: str | None, fh: int | None) -> tuple[int, ...] | int:
         with self._engine_lock:
             if fh:
-                fresh = self._created.pop(fh, None)  # libfuse asks right after a create: it was just read
                 fd = self._fds.get(fh)
-                if fresh is not None or fd is not None:
+                if fd is not None:
                     h = self._table.get(fh)
                     self._trust(h is not None and not h.alias)
+                    fresh = self._created.pop(fh, None)  # libfuse asks right after a create: it was just read
                     return self._fields(fresh if fresh is not None else self._call(os.fstat, fd))
             if self._table.all_stale:
                 raise _err(errno.EIO)
@@ -406,33 +391,25 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             self._guard()
             access = flags & os.O_ACCMODE
             inner = self._p(path)
-            opening = (os.O_RDWR if access == os.O_RDWR else os.O_WRONLY) | (flags & os.O_APPEND) | os.O_CLOEXEC
-            if mode & 0o222 or not self._windows:
-                self._call(os.mknod, inner, stat.S_IFREG | 0o644)  # opened at its first use (_lazy)
-                fd = None
-                self._added(inner)
-                st = os.lstat(inner)
-            else:
-                # The read-only attribute is set once the file is open: its creator may still write to it.
-                fd = self._call(os.open, inner, os.O_CREAT | os.O_EXCL | opening, 0o644)
-                self._added(inner)
-                st = os.fstat(fd)
+            fd = self._call(os.open, inner, os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                            | (os.O_RDWR if access == os.O_RDWR else os.O_WRONLY) | (flags & os.O_APPEND), 0o644)
+            self._added(inner)
+            st = os.fstat(fd)
+            if not mode & 0o222 and self._windows:
                 set_read_only_attribute(inner, True)
                 self._read_only.add(st.st_ino)
             fh = self._add(path, inner, st.st_ino, False, True, fd, bool(flags & os.O_APPEND))
-            if fd is None:
-                self._lazy[fh] = opening
             self._created = {fh: st}
             return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._engine_lock:
-            return self._call(os.pread, self._fd(fh, path), size, offset)
+            return self._call(os.pread, self._fd(fh), size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fh: int, from_cache: bool = False) -> int:
         with self._engine_lock:
             self._writable()
-            fd = self._fd(fh, path)
+            fd = self._fd(fh)
             h = self._table.get(fh)
             if h is not None and h.alias:
                 self._changed(h.path)
@@ -447,7 +424,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             if h is not None:
                 if not h.writable:
                     raise _err(errno.EBADF)
-                self._call(os.ftruncate, self._fd(h.fh, path), length)
+                self._call(os.ftruncate, self._fd(h.fh), length)
                 if h.alias:
                     self._changed(h.path)
                 return 0
@@ -461,7 +438,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         with self._engine_lock:
-            self._call(os.fsync, self._fd(fh, path))
+            self._call(os.fsync, self._fd(fh))
             return 0
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
