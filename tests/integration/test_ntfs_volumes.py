@@ -287,9 +287,8 @@ def test_dismount_in_use_names_holders_then_forced_cuts_them_off(service: Volume
 @pytest.mark.parametrize("native", [False, True])
 def test_forced_dismount_cuts_off_a_handle_made_by_create_before_its_first_write(service: VolumeService,
                                                                                  native: bool) -> None:
-    """simvol's session opens a created file on ntfs-3g only at its first read or write: a handle that has not
-    written yet is held (named as a holder), and after a forced dismount its first write fails and the file stays
-    empty in the image."""
+    """A handle made by create that has not written yet is a holder (named), and after a forced dismount its first
+    write fails and the file stays empty in the image."""
     vol = service.create_volume(128 * MiB, "NTFS", ntfs_native=native)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o644);"
@@ -312,8 +311,8 @@ def test_forced_dismount_cuts_off_a_handle_made_by_create_before_its_first_write
 
 
 def test_created_files_written_later_through_their_handle(service: VolumeService) -> None:
-    """The first write, truncate, fsync or read of a created file (opened on ntfs-3g only then) reaches it, with
-    O_APPEND kept; a create with no write bits gets the read-only attribute and its creator may still write."""
+    """Writes, truncates, fsyncs and reads through the handle a create made reach ntfs-3g, with O_APPEND kept; a
+    create with no write bits gets the read-only attribute, its creator may still write, other writers may not."""
     vol = service.create_volume(128 * MiB, "NTFS")
     code = (
         "import os,sys\nm=sys.argv[1]\n"
