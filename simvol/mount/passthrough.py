@@ -108,10 +108,8 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
         self._fuse_ptr: int | None = None
         self._config: Any = None  # libfuse's struct fuse_config: read for each reply right after stat_fields
         self._notifier: KernelNotifier | None = None
-        # Files known to carry the read-only attribute (set through chmod here, or found at an open for writing):
-        # their mode shows it. Reading the attribute at every stat would cost ntfs-3g a request per lookup.
-        self._read_only: set[int] = set()
-        self._created: dict[int, os.stat_result] = {}  # the file just created, whose attributes libfuse asks next
+        # The file just created, whose attributes libfuse asks next: its stat and whether it is read-only.
+        self._created: dict[int, tuple[os.stat_result, bool]] = {}
 
     # ------------------------------------------------------------ for the daemon's control thread (and HandleOwner's)
 
@@ -245,11 +243,11 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             raise _err(errno.EIO)
         return fd
 
-    def _fields(self, st: os.stat_result) -> tuple[int, ...]:
+    def _fields(self, st: os.stat_result, read_only: bool = False) -> tuple[int, ...]:
         a_s, a_ns = divmod(st.st_atime_ns, _NS)
         m_s, m_ns = divmod(st.st_mtime_ns, _NS)
         c_s, c_ns = divmod(st.st_ctime_ns, _NS)
-        mode = st.st_mode & ~0o7777 | (0o755 if st.st_mode & 0o40000 else 0o644)
+        mode = st.st_mode & ~0o7777 | (0o755 if st.st_mode & 0o40000 else 0o444 if read_only else 0o644)
         return (st.st_ino, mode, st.st_nlink, st.st_size, self._uid, self._gid, st.st_blocks, st.st_blksize,
                 a_s, a_ns, m_s, m_ns, c_s, c_ns)
 
@@ -291,7 +289,11 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
                     h = self._table.get(fh)
                     self._trust(h is not None and not h.alias)
                     fresh = self._created.pop(fh, None)  # libfuse asks right after a create: it was just read
-                    return self._fields(fresh if fresh is not None else self._call(os.fstat, fd))
+                    if fresh is not None:
+                        return self._fields(*fresh)
+                    st = self._call(os.fstat, fd)
+                    return self._fields(st, self._windows and stat.S_ISREG(st.st_mode)
+                                        and read_only_attribute("", fd=fd))
             if self._table.all_stale:
                 raise _err(errno.EIO)
             stored, missing = self._resolve(path or "/")
@@ -304,10 +306,10 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             except OSError as e:
                 return -(e.errno or errno.EIO)
             self._trust(stored == (path or "/"), stat.S_ISDIR(st.st_mode))
-            fields = self._fields(st)
-            if st.st_ino in self._read_only:
-                fields = (fields[0], fields[1] & ~0o222, *fields[2:])
-            return fields
+            # The read-only attribute shows in the mode, as on FAT32: one more request to ntfs-3g per file looked up
+            # (ntfs-3g does not map the attribute to the mode itself).
+            return self._fields(st, self._windows and stat.S_ISREG(st.st_mode)
+                                and read_only_attribute(self._root + stored))
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         fields = self.stat_fields(path, fh)
@@ -380,7 +382,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             if writes:
                 self._writable()
                 if self._windows and read_only_attribute(inner):
-                    self._read_only.add(os.lstat(inner).st_ino)
                     raise _err(errno.EACCES)  # Windows: access denied on a read-only file
             fd = self._call(os.open, inner, flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
             return self._add(path, inner, os.fstat(fd).st_ino, False, writes, fd, bool(flags & os.O_APPEND))
@@ -395,11 +396,11 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
                             | (os.O_RDWR if access == os.O_RDWR else os.O_WRONLY) | (flags & os.O_APPEND), 0o644)
             self._added(inner)
             st = os.fstat(fd)
-            if not mode & 0o222 and self._windows:
+            read_only = not mode & 0o222 and self._windows
+            if read_only:
                 set_read_only_attribute(inner, True)
-                self._read_only.add(st.st_ino)
             fh = self._add(path, inner, st.st_ino, False, True, fd, bool(flags & os.O_APPEND))
-            self._created = {fh: st}
+            self._created = {fh: (st, read_only)}
             return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -489,6 +490,8 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             self._guard()
             self._refuse_open(path)
             inner = self._p(path)
+            if self._windows and read_only_attribute(inner):
+                raise _err(errno.EACCES)  # Windows: DeleteFile of a read-only file is denied
             self._call(os.unlink, inner)
             self._removed(inner)
             return 0
@@ -519,7 +522,6 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
             st = self._call(os.lstat, inner)
             if not st.st_mode & 0o40000:
                 self._call(set_read_only_attribute, inner, not mode & 0o222)
-                (self._read_only.discard if mode & 0o222 else self._read_only.add)(st.st_ino)
                 self._changed(path)
             return 0
 

@@ -133,7 +133,15 @@ def test_windows_semantics_at_the_mount(service: VolumeService) -> None:
     r = sh('echo three > "$M/Docs/Report.TXT"', check=False, M=mp)
     assert r.returncode != 0 and "denied" in r.stderr.lower(), r.stderr  # even for root, as on Windows
     assert sh('test -w "$M/Docs/Report.TXT" || echo read-only', M=mp).stdout == "read-only\n"
+    r = sh('rm "$M/docs/REPORT.TXT"', check=False, M=mp)
+    assert r.returncode != 0 and "denied" in r.stderr.lower(), r.stderr  # DeleteFile of a read-only file: denied
+    # The attribute is the image's: a new mount shows it in the mode before anything has touched the file.
+    vol.dismount(force=False, permanent=False)
+    assert sh('stat -c %a "$M/Docs/Report.TXT"; mv "$M/Docs/Report.TXT" "$M/Docs/Moved.txt"'
+              ' && mv "$M/Docs/Moved.txt" "$M/Docs/Report.TXT" && stat -c %a "$M/docs/report.txt"', M=mp).stdout \
+        == "444\n444\n"  # renaming a read-only file is allowed, as on Windows
     sh('chmod u+w "$M/Docs/Report.TXT" && echo four > "$M/Docs/Report.TXT"', M=mp)
+    assert sh('stat -c %a "$M/Docs/Report.TXT"', M=mp).stdout == "644\n"
     # A case-only rename stores the new spelling (rename(2); GNU mv refuses it on every case-folding file system).
     rename = "import os, sys; os.rename(sys.argv[1] + '/Docs/Report.TXT', sys.argv[1] + '/Docs/REPORT.txt')"
     subprocess.run([sys.executable, "-c", rename, mp], check=True, timeout=60)
