@@ -52,3 +52,21 @@ def test_quick_bench_reports_every_metric(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("simvol-bench-")]
     with open("/proc/self/mountinfo") as f:
         assert str(tmp_path) not in f.read()
+
+
+def test_hops_measures_every_side_and_leaves_nothing(tmp_path):
+    """``python -m tools.bench.hops`` (the second-hop measurement of docs/performance.md) runs and reports every side
+    it can: bare ntfs-3g, simvol's NTFS and FAT32 sessions, and the C passthroughs that are installed."""
+    if not (shutil.which("ntfs-3g") and shutil.which("mkntfs")):
+        pytest.skip("ntfs-3g or mkntfs is not installed")
+    r = subprocess.run([sys.executable, "-m", "tools.bench.hops", "--creates", "200", "--rounds", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    sides = ["ntfs-3g", "simvol NTFS (Windows)", "simvol FAT32",
+             *(f"{k} over ntfs-3g" for k in ("bindfs", "fuse-overlayfs") if shutil.which(k))]
+    summary = r.stdout.split("median µs per create", 1)[1].splitlines()[1:]
+    assert [line.strip().rsplit(None, 3)[0] for line in summary if line.strip()] == sides, r.stdout
+    assert all(line.rstrip().endswith("×") for line in summary if line.strip())
+    with open("/proc/self/mountinfo") as f:
+        assert "simvol-hops-" not in f.read()
