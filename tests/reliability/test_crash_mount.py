@@ -9,10 +9,12 @@ reconciles (a new ``VolumeService`` on the root, or ``Volume.mount()``), the new
 before it mounts — in one trial of four it is SIGKILLed too, while it repairs, and the next recovery starts from
 what it left — and every recorded file must be intact through the mount (exact name, content). The tree
 must read, ``Volume.check()`` must be clean, the safe dismount must succeed, ``fsck.fat -n`` must pass and no
-daemon log may hold a traceback.
+daemon log may hold a traceback. The same trials run on NTFS volumes (Windows semantics over ntfs-3g: the recovery
+repairs simvol's in-use marker with ``ntfsfix``, and ``ntfsfix -n`` on the region is the checker).
 
-``SIMVOL_CRASH_MOUNT_TRIALS`` (default 3) sets the number of trials, ``SIMVOL_CRASH_MOUNT_SEED`` the first seed;
-every failure names its seed. The full campaign is ``scripts/campaign crash --trials 200`` (docs/reliability.md).
+``SIMVOL_CRASH_MOUNT_TRIALS`` (default 3 per file system) sets the number of trials, ``SIMVOL_CRASH_MOUNT_SEED``
+the first seed; every failure names its seed. The full campaigns are ``scripts/campaign crash --trials 200 [--fs
+NTFS]`` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pytest
 
 from simvol.mount import DaemonClient, read_pidfile, wait_gone
 from simvol.service import VolumeService
-from tools.campaign.crash import DEFAULT_SEED, run_trial
+from tools.campaign.crash import CRASH_REPAIR, DEFAULT_SEED, run_trial
 
 pytestmark = [
     pytest.mark.fuse,
@@ -39,16 +41,20 @@ TRIALS = int(os.environ.get("SIMVOL_CRASH_MOUNT_TRIALS", "3"))
 SEED = int(os.environ.get("SIMVOL_CRASH_MOUNT_SEED", str(DEFAULT_SEED + 3)))
 
 
+@pytest.mark.parametrize("filesystem", ["FAT32", "NTFS"])
 @pytest.mark.parametrize("index", range(TRIALS))
-def test_sigkill_under_workload_loses_no_synced_file(root, index):
+def test_sigkill_under_workload_loses_no_synced_file(root, index, filesystem):
+    if filesystem == "NTFS" and not shutil.which("ntfs-3g"):
+        pytest.skip("ntfs-3g is not installed")
     seed = SEED + index
-    r = run_trial(root, index, seed, max_delay=1.0)
+    r = run_trial(root, index, seed, max_delay=1.0, filesystem=filesystem)
     detail = "\n".join([*(f"loss: {p}: {why}" for p, why in r.losses), *r.violations])
-    assert r.ok, f"seed {seed} (replay: scripts/campaign crash --seed {seed} --trials 1):\n{detail}"
+    replay = f"scripts/campaign crash --seed {seed} --trials 1" + ("" if filesystem == "FAT32" else " --fs NTFS")
+    assert r.ok, f"seed {seed} (replay: {replay}):\n{detail}"
     assert r.records > 0, f"seed {seed}: the workload synced nothing before the kill ({r.ops} ops)"
-    # The remount repairs the dirty image — unless this trial killed the repairing daemon too, after it had
+    # The remount repairs the crashed image — unless this trial killed the repairing daemon too, after it had
     # cleared the marker (the harness's own rule, checked in r.ok as well).
-    assert "dirty" in r.repaired or r.repair_interrupted, f"seed {seed}: repaired {r.repaired}"
+    assert CRASH_REPAIR[filesystem] in r.repaired or r.repair_interrupted, f"seed {seed}: repaired {r.repaired}"
 
 
 DIR_FSYNC = r"""

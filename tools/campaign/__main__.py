@@ -1,6 +1,6 @@
 """``python -m tools.campaign`` (what ``scripts/campaign`` runs).
 
-    scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--dir DIR] [--keep-failed DIR]
+    scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--fs FAT32|NTFS] [--dir DIR] [--keep-failed DIR]
     scripts/campaign damage [--mutations N] [--seed S] [--workers N] [--timeout SEC] [--dir DIR] [--keep-failed DIR]
     scripts/campaign fio    [--rounds N] [--size-mb M] [--seed S]
     scripts/campaign fsx    [--trials N] [--ops M] [--phases K] [--aliases] [--seed S]
@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--trials", type=int, default=5, help="number of trials (default 5; the full campaign is 200)")
     c.add_argument("--seed", type=int, default=None, help="seed of the first trial (trial i uses seed + i)")
     c.add_argument("--max-delay", type=float, default=1.5, help="longest delay before the kill, seconds (1.5)")
+    c.add_argument("--fs", choices=("FAT32", "NTFS"), default="FAT32",
+                   help="the volumes' file system (NTFS: Windows semantics over ntfs-3g, checked by ntfsfix -n)")
     d = sub.add_parser("damage", help="mutate valid images; each must work or fail with a clear VdsError")
     d.add_argument("--mutations", type=int, default=20, help="number of mutations (default 20; full: 2000)")
     d.add_argument("--seed", type=int, default=None, help="seed of the first mutation (mutation i uses seed + i)")
@@ -81,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             from .crash import DEFAULT_SEED, run_campaign
 
             seed = args.seed if args.seed is not None else DEFAULT_SEED
-            print(f"trials {args.trials}, seeds {seed}…{seed + args.trials - 1}", flush=True)
+            print(f"trials {args.trials}, {args.fs} volumes, seeds {seed}…{seed + args.trials - 1}", flush=True)
             summary = run_campaign(root, args.trials, seed, max_delay=args.max_delay, keep_failed=args.keep_failed,
-                                   log=log)
+                                   filesystem=args.fs, log=log)
         elif args.campaign == "fio":
             from .fio import DEFAULT_SEED, have_fio, run_campaign
 

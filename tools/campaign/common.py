@@ -85,6 +85,28 @@ def fsck(image: str, region_size: int | None = None) -> tuple[bool, str]:
     return clean, out
 
 
+def ntfsfix_clean(image: str) -> tuple[bool, str]:
+    """``ntfsfix -n`` on a sparse copy of an NTFS image's file-system region (ntfsfix looks for the alternate boot
+    sector at the end of the file, where simvol's trailer is). Clean means exit 0 and "processed successfully"."""
+    from simvol.image import read_metadata
+
+    size = read_metadata(image).fs_size
+    with tempfile.TemporaryDirectory(prefix="simvol-ntfsfix-") as tmp:
+        copy = os.path.join(tmp, "region.img")
+        subprocess.run(["cp", "--sparse=always", image, copy], check=True, timeout=120)
+        os.truncate(copy, size)
+        r = subprocess.run(["ntfsfix", "-n", copy], capture_output=True, text=True, errors="replace", timeout=120)
+    out = r.stdout + r.stderr
+    return r.returncode == 0 and "processed successfully" in r.stdout, out
+
+
+def check_image(image: str, filesystem: str) -> tuple[bool, str, str]:
+    """(clean, output, the checker's name): the file system's own checker on a dismounted image."""
+    if filesystem == "NTFS":
+        return (*ntfsfix_clean(image), "ntfsfix -n")
+    return (*fsck(image), "fsck.fat -n")
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -21,6 +21,11 @@ One trial (seed *s*):
    content hash. The whole tree must read without an error, ``Volume.check()`` must find nothing, a safe
    dismount must succeed and ``fsck.fat -n`` must be clean. No daemon log may hold a Python traceback.
 
+With ``filesystem="NTFS"`` the volume is an NTFS one with Windows' semantics (simvol's session in front of
+ntfs-3g): the SIGKILLed daemon's ntfs-3g follows it (parent-death signal) and closes the volume, the recovering
+daemon finds simvol's in-use marker and repairs with ``ntfsfix`` (kind ``in_use``), and the checker after the safe
+dismount is ``ntfsfix -n`` on the image's region.
+
 A trial that breaks any of this is a violation; a recorded file that is missing or differs is a loss.
 """
 
@@ -43,7 +48,7 @@ from simvol.errors import VdsError
 from simvol.mount import daemon_alive, read_pidfile, wait_gone
 from simvol.service import Volume, VolumeService
 
-from .common import LogWatch, delete_volume, describe_failure, fsck, kill_group, run_py
+from .common import LogWatch, check_image, delete_volume, describe_failure, kill_group, run_py
 
 MiB = 1 << 20
 VOLUME_SIZE = 128 * MiB
@@ -435,8 +440,12 @@ def _kill_during_auto_remount(svc: VolumeService, vol: Volume, rnd: random.Rando
         res.violations.append(f"no new daemon after the killed auto-remount ({again})")
 
 
+#: What the recovering daemon reports it repaired after a crash, per file system.
+CRASH_REPAIR = {"FAT32": "dirty", "NTFS": "in_use"}
+
+
 def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_failed: str | None = None,
-              log=print) -> TrialResult:
+              filesystem: str = "FAT32", log=print) -> TrialResult:
     """One trial on ``root`` (a campaign root shared by all trials). Never raises for a finding."""
     t0 = time.monotonic()
     rnd = random.Random(seed)
@@ -453,7 +462,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
     vol = None
     image = ""
     try:
-        vol = svc.create_volume(VOLUME_SIZE, label="CRASH")
+        vol = svc.create_volume(VOLUME_SIZE, filesystem, label="CRASH")
         vid, image = str(vol.id), vol.image
         info = read_pidfile(svc.root.run, vid)
         assert info is not None, "no pid record after create"
@@ -527,8 +536,8 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         from simvol.mount import DaemonClient
 
         res.repaired = sorted({p["kind"] for p in DaemonClient(new.socket).status()["repaired"]})
-        if "dirty" not in res.repaired and not res.repair_interrupted:
-            res.violations.append(f"the remount did not see a dirty image: repaired {res.repaired}")
+        if CRASH_REPAIR[filesystem] not in res.repaired and not res.repair_interrupted:
+            res.violations.append(f"the remount did not see a crashed image: repaired {res.repaired}")
         if res.recovery == "access":
             _kill_during_auto_remount(svc, vol, rnd, res)
             if res.violations:
@@ -549,9 +558,9 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
         if problems:
             res.violations.append(f"Volume.check() after recovery: {problems}")
         vol.dismount()
-        clean, text = fsck(image)
+        clean, text, checker = check_image(image, filesystem)
         if not clean:
-            res.violations.append(f"fsck.fat -n after the safe dismount:\n{text[-3000:]}")
+            res.violations.append(f"{checker} after the safe dismount:\n{text[-3000:]}")
         res.violations += [f"traceback in a daemon log: {t}" for t in watch.new_tracebacks()]
     except Exception as e:  # a VDS failure, or a harness or service bug: reported with the trial
         res.violations.append(describe_failure(e))
@@ -580,6 +589,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
 class CrashSummary:
     results: list[TrialResult]
     seconds: float
+    filesystem: str = "FAT32"
 
     @property
     def losses(self) -> int:
@@ -617,7 +627,8 @@ class CrashSummary:
             if not r.ok:
                 out.append(
                     f"FAILED trial #{r.index} seed {r.seed} "
-                    f"(replay: scripts/campaign crash --seed {r.seed} --trials 1):"
+                    f"(replay: scripts/campaign crash --seed {r.seed} --trials 1"
+                    f"{'' if self.filesystem == 'FAT32' else ' --fs ' + self.filesystem}):"
                 )
                 out += [f"  note: {n}" for n in r.notes]
                 out += [f"  loss: {p}: {why}" for p, why in r.losses[:20]]
@@ -626,12 +637,12 @@ class CrashSummary:
 
 
 def run_campaign(root: str, trials: int, seed: int, *, max_delay: float = 1.5, keep_failed: str | None = None,
-                 log=print) -> CrashSummary:
+                 filesystem: str = "FAT32", log=print) -> CrashSummary:
     """``trials`` trials with seeds ``seed``, ``seed + 1``, …; ``log`` gets one line per trial."""
     t0 = time.monotonic()
     results = []
     for i in range(trials):
-        r = run_trial(root, i, seed + i, max_delay=max_delay, keep_failed=keep_failed)
+        r = run_trial(root, i, seed + i, max_delay=max_delay, keep_failed=keep_failed, filesystem=filesystem)
         results.append(r)
         log(
             f"trial {i + 1}/{trials} seed {r.seed}: {'ok' if r.ok else 'FAILED'} — {r.records} synced files, "
@@ -641,4 +652,4 @@ def run_campaign(root: str, trials: int, seed: int, *, max_delay: float = 1.5, k
         if not r.ok:
             for line in [*(f"  loss: {p}: {w}" for p, w in r.losses[:10]), *(f"  {v}" for v in r.violations[:10])]:
                 log(line)
-    return CrashSummary(results, time.monotonic() - t0)
+    return CrashSummary(results, time.monotonic() - t0, filesystem)
