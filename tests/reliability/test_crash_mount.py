@@ -41,15 +41,17 @@ TRIALS = int(os.environ.get("SIMVOL_CRASH_MOUNT_TRIALS", "3"))
 SEED = int(os.environ.get("SIMVOL_CRASH_MOUNT_SEED", str(DEFAULT_SEED + 3)))
 
 
-@pytest.mark.parametrize("filesystem", ["FAT32", "NTFS"])
+@pytest.mark.parametrize(("filesystem", "kill"), [("FAT32", "daemon"), ("NTFS", "daemon"), ("NTFS", "server")])
 @pytest.mark.parametrize("index", range(TRIALS))
-def test_sigkill_under_workload_loses_no_synced_file(root, index, filesystem):
+def test_sigkill_under_workload_loses_no_synced_file(root, index, filesystem, kill):
+    """``kill="server"``: the NTFS volume's ntfs-3g is SIGKILLed instead of its daemon."""
     if filesystem == "NTFS" and not shutil.which("ntfs-3g"):
         pytest.skip("ntfs-3g is not installed")
     seed = SEED + index
-    r = run_trial(root, index, seed, max_delay=1.0, filesystem=filesystem)
+    r = run_trial(root, index, seed, max_delay=1.0, filesystem=filesystem, kill=kill)
     detail = "\n".join([*(f"loss: {p}: {why}" for p, why in r.losses), *r.violations])
-    replay = f"scripts/campaign crash --seed {seed} --trials 1" + ("" if filesystem == "FAT32" else " --fs NTFS")
+    replay = (f"scripts/campaign crash --seed {seed} --trials 1" + ("" if filesystem == "FAT32" else " --fs NTFS")
+              + ("" if kill == "daemon" else f" --kill {kill}"))
     assert r.ok, f"seed {seed} (replay: {replay}):\n{detail}"
     assert r.records > 0, f"seed {seed}: the workload synced nothing before the kill ({r.ops} ops)"
     # The remount repairs the crashed image — unless this trial killed the repairing daemon too, after it had

@@ -1,6 +1,7 @@
 """``python -m tools.campaign`` (what ``scripts/campaign`` runs).
 
-    scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--fs FAT32|NTFS] [--dir DIR] [--keep-failed DIR]
+    scripts/campaign crash  [--trials N] [--seed S] [--max-delay SEC] [--fs FAT32|NTFS] [--kill daemon|server]
+                            [--dir DIR] [--keep-failed DIR]
     scripts/campaign damage [--mutations N] [--seed S] [--workers N] [--timeout SEC] [--dir DIR] [--keep-failed DIR]
     scripts/campaign fio    [--rounds N] [--size-mb M] [--seed S]
     scripts/campaign fsx    [--trials N] [--ops M] [--phases K] [--aliases] [--seed S]
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--max-delay", type=float, default=1.5, help="longest delay before the kill, seconds (1.5)")
     c.add_argument("--fs", choices=("FAT32", "NTFS"), default="FAT32",
                    help="the volumes' file system (NTFS: Windows semantics over ntfs-3g, checked by ntfsfix -n)")
+    c.add_argument("--kill", choices=("daemon", "server"), default="daemon",
+                   help="what is SIGKILLed: the daemon (default), or an NTFS volume's ntfs-3g (needs --fs NTFS)")
     d = sub.add_parser("damage", help="mutate valid images; each must work or fail with a clear VdsError")
     d.add_argument("--mutations", type=int, default=20, help="number of mutations (default 20; full: 2000)")
     d.add_argument("--seed", type=int, default=None, help="seed of the first mutation (mutation i uses seed + i)")
@@ -56,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
         sp.add_argument("--json", default=None, metavar="FILE", help="also write every case's result to FILE")
     args = p.parse_args(argv)
+    if getattr(args, "kill", "daemon") == "server" and args.fs != "NTFS":
+        p.error("--kill server needs --fs NTFS (a FAT32 volume's server is its daemon)")
     counts = ("trials", "mutations", "workers", "rounds", "size_mb", "ops", "phases")
     if any(getattr(args, name, 1) < 1 for name in counts):
         p.error("counts must be at least 1")
@@ -83,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             from .crash import DEFAULT_SEED, run_campaign
 
             seed = args.seed if args.seed is not None else DEFAULT_SEED
-            print(f"trials {args.trials}, {args.fs} volumes, seeds {seed}…{seed + args.trials - 1}", flush=True)
+            print(f"trials {args.trials}, {args.fs} volumes, SIGKILL of the {args.kill}, seeds {seed}…"
+                  f"{seed + args.trials - 1}", flush=True)
             summary = run_campaign(root, args.trials, seed, max_delay=args.max_delay, keep_failed=args.keep_failed,
-                                   filesystem=args.fs, log=log)
+                                   filesystem=args.fs, kill=args.kill, log=log)
         elif args.campaign == "fio":
             from .fio import DEFAULT_SEED, have_fio, run_campaign
 

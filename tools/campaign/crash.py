@@ -24,7 +24,9 @@ One trial (seed *s*):
 With ``filesystem="NTFS"`` the volume is an NTFS one with Windows' semantics (simvol's session in front of
 ntfs-3g): the SIGKILLed daemon's ntfs-3g follows it (parent-death signal) and closes the volume, the recovering
 daemon finds simvol's in-use marker and repairs with ``ntfsfix`` (kind ``in_use``), and the checker after the safe
-dismount is ``ntfsfix -n`` on the image's region.
+dismount is ``ntfsfix -n`` on the image's region. ``kill="server"`` SIGKILLs the volume's ntfs-3g instead of its
+daemon (ntfs-3g dies mid-request, without closing the volume); the daemon then goes down as a crashed one and the
+recovery is the same.
 
 A trial that breaks any of this is a violation; a recorded file that is missing or differs is a loss.
 """
@@ -43,6 +45,8 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+import psutil
 
 from simvol.errors import VdsError
 from simvol.mount import daemon_alive, read_pidfile, wait_gone
@@ -445,7 +449,7 @@ CRASH_REPAIR = {"FAT32": "dirty", "NTFS": "in_use"}
 
 
 def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_failed: str | None = None,
-              filesystem: str = "FAT32", log=print) -> TrialResult:
+              filesystem: str = "FAT32", kill: str = "daemon", log=print) -> TrialResult:
     """One trial on ``root`` (a campaign root shared by all trials). Never raises for a finding."""
     t0 = time.monotonic()
     rnd = random.Random(seed)
@@ -480,7 +484,14 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
                 )
                 return res
             time.sleep(res.delay)
-            os.kill(info.pid, signal.SIGKILL)
+            if kill == "server":
+                servers = [p for p in psutil.Process(info.pid).children(recursive=True) if p.name() == "ntfs-3g"]
+                if len(servers) != 1:
+                    res.violations.append(f"expected one ntfs-3g under the daemon, found {len(servers)}")
+                    return res
+                servers[0].kill()
+            else:
+                os.kill(info.pid, signal.SIGKILL)
             if not wait_gone(info.pid, info.create_time, 10):
                 res.violations.append("the SIGKILLed daemon did not go away")
                 return res
@@ -590,6 +601,7 @@ class CrashSummary:
     results: list[TrialResult]
     seconds: float
     filesystem: str = "FAT32"
+    kill: str = "daemon"
 
     @property
     def losses(self) -> int:
@@ -628,7 +640,8 @@ class CrashSummary:
                 out.append(
                     f"FAILED trial #{r.index} seed {r.seed} "
                     f"(replay: scripts/campaign crash --seed {r.seed} --trials 1"
-                    f"{'' if self.filesystem == 'FAT32' else ' --fs ' + self.filesystem}):"
+                    f"{'' if self.filesystem == 'FAT32' else ' --fs ' + self.filesystem}"
+                    f"{'' if self.kill == 'daemon' else ' --kill ' + self.kill}):"
                 )
                 out += [f"  note: {n}" for n in r.notes]
                 out += [f"  loss: {p}: {why}" for p, why in r.losses[:20]]
@@ -637,12 +650,13 @@ class CrashSummary:
 
 
 def run_campaign(root: str, trials: int, seed: int, *, max_delay: float = 1.5, keep_failed: str | None = None,
-                 filesystem: str = "FAT32", log=print) -> CrashSummary:
+                 filesystem: str = "FAT32", kill: str = "daemon", log=print) -> CrashSummary:
     """``trials`` trials with seeds ``seed``, ``seed + 1``, …; ``log`` gets one line per trial."""
     t0 = time.monotonic()
     results = []
     for i in range(trials):
-        r = run_trial(root, i, seed + i, max_delay=max_delay, keep_failed=keep_failed, filesystem=filesystem)
+        r = run_trial(root, i, seed + i, max_delay=max_delay, keep_failed=keep_failed, filesystem=filesystem,
+                      kill=kill)
         results.append(r)
         log(
             f"trial {i + 1}/{trials} seed {r.seed}: {'ok' if r.ok else 'FAILED'} — {r.records} synced files, "
@@ -652,4 +666,4 @@ def run_campaign(root: str, trials: int, seed: int, *, max_delay: float = 1.5, k
         if not r.ok:
             for line in [*(f"  loss: {p}: {w}" for p, w in r.losses[:10]), *(f"  {v}" for v in r.violations[:10])]:
                 log(line)
-    return CrashSummary(results, time.monotonic() - t0, filesystem)
+    return CrashSummary(results, time.monotonic() - t0, filesystem, kill)
