@@ -587,6 +587,9 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
             shutil.copy(image, os.path.join(keep_failed, f"crash-{seed}.img"))
             if os.path.exists(side):
                 shutil.copy(side, os.path.join(keep_failed, f"crash-{seed}.jsonl"))
+            daemon_log = os.path.join(svc.root.run, os.path.basename(image).removesuffix(".img") + ".log")
+            if os.path.exists(daemon_log):  # every daemon of the volume wrote here: the killed one and the next
+                shutil.copy(daemon_log, os.path.join(keep_failed, f"crash-{seed}.log"))
         delete_volume(vol, res.violations)
         try:
             os.unlink(side)
