@@ -74,10 +74,10 @@ def configure(conn: Any, config: Any) -> None:
         conn.max_background = 4096
 
 
-def read_only_attribute(path: str, *, fd: int | None = None) -> bool:
-    """The NTFS read-only attribute of ``path`` (as ntfs-3g exposes it)."""
+def read_only_attribute(file: str | int) -> bool:
+    """The NTFS read-only attribute of ``file`` (a path or an open descriptor), as ntfs-3g exposes it."""
     try:
-        raw = os.getxattr(fd if fd is not None else path, ATTRIB_XATTR)
+        raw = os.getxattr(file, ATTRIB_XATTR)
     except OSError:
         return False
     return len(raw) == 4 and bool(struct.unpack(">I", raw)[0] & FILE_ATTRIBUTE_READONLY)
@@ -293,7 +293,7 @@ class PassthroughOps(HandleOwner, mfusepy.Operations):  # type: ignore[misc]  # 
                         return self._fields(*fresh)
                     st = self._call(os.fstat, fd)
                     return self._fields(st, self._windows and stat.S_ISREG(st.st_mode)
-                                        and read_only_attribute("", fd=fd))
+                                        and read_only_attribute(fd))
             if self._table.all_stale:
                 raise _err(errno.EIO)
             stored, missing = self._resolve(path or "/")
