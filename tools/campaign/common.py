@@ -13,6 +13,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,19 +87,29 @@ def fsck(image: str, region_size: int | None = None) -> tuple[bool, str]:
     return clean, out
 
 
-def ntfsfix_clean(image: str) -> tuple[bool, str]:
-    """``ntfsfix -n`` on a sparse copy of an NTFS image's file-system region (ntfsfix looks for the alternate boot
-    sector at the end of the file, where simvol's trailer is). Clean means exit 0 and "processed successfully"."""
+@contextmanager
+def ntfs_region(image: str) -> Iterator[str]:
+    """A sparse copy of an NTFS image's file-system region (the whole file for a plain mkntfs image, which has no
+    trailer): ntfs-3g's tools look for the alternate boot sector at the end of the file, where simvol's trailer is."""
     from simvol.image import read_metadata
 
-    size = read_metadata(image).fs_size
-    with tempfile.TemporaryDirectory(prefix="simvol-ntfsfix-") as tmp:
+    try:
+        size = read_metadata(image).fs_size
+    except Exception:  # noqa: BLE001 - a plain mkntfs image: the whole file is the volume
+        size = os.path.getsize(image)
+    with tempfile.TemporaryDirectory(prefix="simvol-ntfs-region-") as tmp:
         copy = os.path.join(tmp, "region.img")
         subprocess.run(["cp", "--sparse=always", image, copy], check=True, timeout=120)
         os.truncate(copy, size)
-        r = subprocess.run(["ntfsfix", "-n", copy], capture_output=True, text=True, errors="replace", timeout=120)
-    out = r.stdout + r.stderr
-    return r.returncode == 0 and "processed successfully" in r.stdout, out
+        yield copy
+
+
+def ntfsfix_clean(image: str) -> tuple[bool, str]:
+    """``ntfsfix -n`` on the image's region (:func:`ntfs_region`): clean means exit 0 and "processed successfully";
+    the output (stdout, then stderr) either way."""
+    with ntfs_region(image) as region:
+        r = subprocess.run(["ntfsfix", "-n", region], capture_output=True, text=True, errors="replace", timeout=120)
+    return r.returncode == 0 and "processed successfully" in r.stdout, r.stdout + r.stderr
 
 
 def check_image(image: str, filesystem: str) -> tuple[bool, str, str]:
