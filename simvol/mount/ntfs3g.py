@@ -83,15 +83,10 @@ class Server:
 
     def start(self, timeout: float) -> None:
         """Start the server; returns once its mount is live. Raises SimvolError with ntfs-3g's own words."""
-        sources = {self.image, os.path.realpath(self.image)}
+        sources = _sources(self.image)
         here = os.path.abspath(self.mountpoint)
-        for stale in mountinfo.read_mounts():
-            if stale.mountpoint == here and stale.source in sources:
-                # An ntfs-3g of this image that died without unmounting (its connection is dead, and
-                # stop_orphan_server found no process): detached, so that it cannot pass for the new server's.
-                log.warning("a dead ntfs-3g mount of %s is still at %s: detaching it", self.image, self.mountpoint)
-                mountinfo.unmount(self.mountpoint, lazy=True)
-        os.makedirs(here, mode=0o700, exist_ok=True)  # a dead mount made it look missing (ENOTCONN) until now
+        os.makedirs(here, mode=0o700, exist_ok=True)
+        # Only a mount made after the start is this server's (stop_orphan_server detached every earlier one).
         before = {e.mount_id for e in mountinfo.read_mounts() if e.mountpoint == here}
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, cwd="/")
@@ -197,40 +192,52 @@ def lock_holder(fd: int) -> int | None:
     return None if l_type == fcntl.F_UNLCK else int(pid)
 
 
-def stop_orphan_server(image: Image, timeout: float = 10.0) -> None:
-    """End an ntfs-3g that still has ``image`` open although its daemon is gone.
+def _sources(image: str) -> set[str]:
+    """How the kernel may name ``image`` as the source of ntfs-3g's mount."""
+    return {image, os.path.realpath(image)}
 
-    The caller holds the image's simvol lock, so no daemon serves the image: an ntfs-3g with it open was left by one
-    that was killed before it could stop it (no parent-death signal reached it). It is unmounted (it then closes
-    the volume and exits), ended with SIGTERM if it does not go, SIGKILL last; only then may the image be checked,
-    repaired or served again. Anything else holding the image's lock is refused: simvol does not end other
-    programs."""
+
+def _ntfs3g_mounts(image: str) -> list[mountinfo.MountEntry]:
+    sources = _sources(image)
+    return [e for e in mountinfo.read_mounts() if e.source in sources and e.fstype in ("fuse", "fuseblk")]
+
+
+def stop_orphan_server(image: Image, timeout: float = 10.0) -> None:
+    """Clear what an ntfs-3g left behind when its daemon died, before the image is checked, repaired or served.
+
+    The caller holds the image's simvol lock, so no daemon serves the image: an ntfs-3g that still has it open was
+    left by one that was killed before it could stop it (no parent-death signal reached it). It is unmounted (it then
+    closes the volume and exits), ended with SIGTERM if it does not go, SIGKILL last. Anything else holding the
+    image's lock is refused: simvol does not end other programs. A mount of the image whose ntfs-3g died without
+    unmounting (its connection is dead) is detached: it made its directory look missing (ENOTCONN), and could pass
+    for a new server's mount."""
     pid = lock_holder(image.fd)
-    if pid is None:
-        return
-    name = holders.process_name(pid)
-    if name not in ("ntfs-3g", "lowntfs-3g"):
-        raise SimvolError(f"{image.path} is in use by {name} (pid {pid})")
-    log.warning("ntfs-3g (pid %d) still has %s open, left by a daemon that died: stopping it", pid, image.path)
-    sources = {image.path, os.path.realpath(image.path)}
-    for entry in mountinfo.read_mounts():
-        if entry.source in sources and entry.fstype in ("fuse", "fuseblk"):
+    if pid is not None:
+        name = holders.process_name(pid)
+        if name not in ("ntfs-3g", "lowntfs-3g"):
+            raise SimvolError(f"{image.path} is in use by {name} (pid {pid})")
+        log.warning("ntfs-3g (pid %d) still has %s open, left by a daemon that died: stopping it", pid, image.path)
+        for entry in _ntfs3g_mounts(image.path):
             ok, msg = mountinfo.unmount(entry.mountpoint)
             if not ok:
                 log.warning("unmount %s: %s; detaching it", entry.mountpoint, msg)
                 mountinfo.unmount(entry.mountpoint, lazy=True)
-    for sig in (None, signal.SIGTERM, signal.SIGKILL):
-        if sig is not None:
-            try:
-                os.kill(pid, sig)
-            except OSError as e:
-                log.debug("kill %d: %s", pid, e)
-        deadline = time.monotonic() + timeout
-        while lock_holder(image.fd) == pid and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if lock_holder(image.fd) is None:
-            return
-    raise SimvolError(f"ntfs-3g (pid {pid}) left by a dead daemon still holds {image.path}")
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                try:
+                    os.kill(pid, sig)
+                except OSError as e:
+                    log.debug("kill %d: %s", pid, e)
+            deadline = time.monotonic() + timeout
+            while lock_holder(image.fd) == pid and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if lock_holder(image.fd) is None:
+                break
+        else:
+            raise SimvolError(f"ntfs-3g (pid {pid}) left by a dead daemon still holds {image.path}")
+    for entry in _ntfs3g_mounts(image.path):  # no ntfs-3g has the image open: whatever is mounted is dead
+        log.warning("a dead ntfs-3g mount of %s is still at %s: detaching it", image.path, entry.mountpoint)
+        mountinfo.unmount(entry.mountpoint, lazy=True)
 
 
 class NtfsVolume:
