@@ -29,7 +29,7 @@ import pytest
 
 from simvol.mount import DaemonClient, read_pidfile, wait_gone
 from simvol.service import VolumeService
-from tools.campaign.crash import CRASH_REPAIR, DEFAULT_SEED, run_trial
+from tools.campaign.crash import CRASH_REPAIR, DEFAULT_SEED, replay_command, run_trial
 
 pytestmark = [
     pytest.mark.fuse,
@@ -50,9 +50,7 @@ def test_sigkill_under_workload_loses_no_synced_file(root, index, filesystem, ki
     seed = SEED + index
     r = run_trial(root, index, seed, max_delay=1.0, filesystem=filesystem, kill=kill)
     detail = "\n".join([*(f"loss: {p}: {why}" for p, why in r.losses), *r.violations])
-    replay = (f"scripts/campaign crash --seed {seed} --trials 1" + ("" if filesystem == "FAT32" else " --fs NTFS")
-              + ("" if kill == "daemon" else f" --kill {kill}"))
-    assert r.ok, f"seed {seed} (replay: {replay}):\n{detail}"
+    assert r.ok, f"seed {seed} (replay: {replay_command(seed, filesystem, kill)}):\n{detail}"
     assert r.records > 0, f"seed {seed}: the workload synced nothing before the kill ({r.ops} ops)"
     # The remount repairs the crashed image — unless this trial killed the repairing daemon too, after it had
     # cleared the marker (the harness's own rule, checked in r.ok as well).

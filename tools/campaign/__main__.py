@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import sys
 import tempfile
 
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not have_fsck():
         print("campaign: ERROR: fsck.fat is not installed (dosfstools)", file=sys.stderr)
+        return 1
+    if getattr(args, "fs", "FAT32") == "NTFS" and not (shutil.which("ntfs-3g") and shutil.which("ntfsfix")):
+        print("campaign: ERROR: NTFS volumes need ntfs-3g (apt-get install ntfs-3g)", file=sys.stderr)
         return 1
     base = args.dir or scratch_base()
     root = tempfile.mkdtemp(prefix=f"simvol-{args.campaign}-", dir=base)

@@ -444,6 +444,12 @@ def _kill_during_auto_remount(svc: VolumeService, vol: Volume, rnd: random.Rando
         res.violations.append(f"no new daemon after the killed auto-remount ({again})")
 
 
+def replay_command(seed: int, filesystem: str = "FAT32", kill: str = "daemon") -> str:
+    """The command that runs trial ``seed`` again."""
+    fs = "" if filesystem == "FAT32" else f" --fs {filesystem}"
+    return f"scripts/campaign crash --seed {seed} --trials 1{fs}" + ("" if kill == "daemon" else f" --kill {kill}")
+
+
 #: What the recovering daemon reports it repaired after a crash, per file system.
 CRASH_REPAIR = {"FAT32": "dirty", "NTFS": "in_use"}
 
@@ -465,11 +471,13 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
     side = os.path.join(root, f"synced-{seed}.jsonl")
     vol = None
     image = ""
+    daemon_log = ""
     try:
         vol = svc.create_volume(VOLUME_SIZE, filesystem, label="CRASH")
         vid, image = str(vol.id), vol.image
         info = read_pidfile(svc.root.run, vid)
         assert info is not None, "no pid record after create"
+        daemon_log = info.log  # every daemon of the volume writes here: the killed one and the next
         mp = vol.mount_path
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         wl = subprocess.Popen(
@@ -587,8 +595,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
             shutil.copy(image, os.path.join(keep_failed, f"crash-{seed}.img"))
             if os.path.exists(side):
                 shutil.copy(side, os.path.join(keep_failed, f"crash-{seed}.jsonl"))
-            daemon_log = os.path.join(svc.root.run, os.path.basename(image).removesuffix(".img") + ".log")
-            if os.path.exists(daemon_log):  # every daemon of the volume wrote here: the killed one and the next
+            if daemon_log and os.path.exists(daemon_log):
                 shutil.copy(daemon_log, os.path.join(keep_failed, f"crash-{seed}.log"))
         delete_volume(vol, res.violations)
         try:
@@ -642,9 +649,7 @@ class CrashSummary:
             if not r.ok:
                 out.append(
                     f"FAILED trial #{r.index} seed {r.seed} "
-                    f"(replay: scripts/campaign crash --seed {r.seed} --trials 1"
-                    f"{'' if self.filesystem == 'FAT32' else ' --fs ' + self.filesystem}"
-                    f"{'' if self.kill == 'daemon' else ' --kill ' + self.kill}):"
+                    f"(replay: {replay_command(r.seed, self.filesystem, self.kill)}):"
                 )
                 out += [f"  note: {n}" for n in r.notes]
                 out += [f"  loss: {p}: {why}" for p, why in r.losses[:20]]
