@@ -16,15 +16,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from simvol import VdsError, VolumeService
 from simvol.image import read_metadata
-from simvol.mount import read_mounts
+from simvol.mount import read_mounts, wait_gone
 from simvol.types import FileSystemPropFlag, FileSystemType, VolumeFlag, VolumeState
 from tests.support.ntfsoracle import assert_ntfs_clean, ntfscat, ntfsls
-from tests.support.processes import wait_until
+from tests.support.processes import ntfs3g_servers, wait_until
 
 pytestmark = pytest.mark.fuse
 
@@ -519,13 +518,6 @@ def test_image_locked_by_another_program_is_refused_untouched(service: VolumeSer
     assert vol.state is VolumeState.MOUNTED
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.mark.parametrize("native", [False, True])
 def test_server_and_daemon_killed_leave_a_dead_mount_the_next_mount_replaces(service: VolumeService,
                                                                             native: bool) -> None:
@@ -535,12 +527,11 @@ def test_server_and_daemon_killed_leave_a_dead_mount_the_next_mount_replaces(ser
     sh('echo durable > "$M/d.txt" && sync "$M/d.txt"', M=vol.mount_path)
     info = service.mounter.daemon(str(vol.id).lower())  # type: ignore[attr-defined]
     assert info is not None
-    servers = [p for p in psutil.Process(info.pid).children(recursive=True) if p.name() == "ntfs-3g"]
-    assert len(servers) == 1
-    servers[0].kill()
-    assert wait_until(lambda: gone(servers[0].pid), 10)
+    (server,) = ntfs3g_servers(info.pid)
+    server.kill()
+    assert wait_gone(server.pid, 0.0, 10)
     os.kill(info.pid, signal.SIGKILL)
-    assert wait_until(lambda: gone(info.pid), 10)
+    assert wait_gone(info.pid, 0.0, 10)
     assert any(e.source == vol.image for e in read_mounts())  # the dead mount
     vol.mount()
     assert vol.state is VolumeState.MOUNTED
@@ -568,9 +559,9 @@ def test_inner_server_crash_fails_the_volume_like_a_daemon_crash(service: Volume
     assert holder.stdout.readline().strip() == "ready"
     info = service.mounter.daemon(str(vol.id).lower())  # type: ignore[attr-defined]
     assert info is not None
-    (server,) = [p for p in psutil.Process(info.pid).children(recursive=True) if p.name() == "ntfs-3g"]
+    (server,) = ntfs3g_servers(info.pid)
     server.kill()
-    assert wait_until(lambda: gone(info.pid), 10)
+    assert wait_gone(info.pid, 0.0, 10)
     holder.stdin.write("go\n")
     holder.stdin.flush()
     assert holder.stdout.readline().strip() in ("err 5", "err 107")  # EIO / ENOTCONN

@@ -1,6 +1,6 @@
 """Processes in tests: waiting for a condition, stopping a helper process, reading a line with a time limit,
-finding the mount daemons of a root. ``read_line`` and ``daemons_of`` are the campaigns' own
-(``tools/campaign/common.py``), shared rather than copied."""
+finding the mount daemons of a root and their ntfs-3g. ``read_line``, ``daemons_of`` and ``ntfs3g_servers`` are the
+campaigns' own (``tools/campaign/common.py``), shared rather than copied."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tools.campaign.common import daemons_of, read_line
+from tools.campaign.common import daemons_of, ntfs3g_servers, read_line
 
-__all__ = ["daemons_of", "read_line", "stop_process", "wait_until"]
+__all__ = ["daemons_of", "ntfs3g_servers", "read_line", "stop_process", "wait_until"]
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:

@@ -244,6 +244,11 @@ def daemons_of(root: str) -> list[psutil.Process]:
     return found
 
 
+def ntfs3g_servers(daemon_pid: int) -> list[psutil.Process]:
+    """The ntfs-3g processes a mount daemon runs (one while an NTFS volume is served)."""
+    return [p for p in psutil.Process(daemon_pid).children(recursive=True) if p.name() == "ntfs-3g"]
+
+
 def read_line(proc: subprocess.Popen, timeout: float) -> str:
     """The next line of ``proc``'s stdout, or "" if none came within ``timeout`` seconds."""
     assert proc.stdout is not None

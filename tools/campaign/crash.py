@@ -46,13 +46,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import psutil
-
 from simvol.errors import VdsError
 from simvol.mount import daemon_alive, read_pidfile, wait_gone
 from simvol.service import Volume, VolumeService
 
-from .common import LogWatch, check_image, delete_volume, describe_failure, kill_group, run_py
+from .common import LogWatch, check_image, delete_volume, describe_failure, kill_group, ntfs3g_servers, run_py
 
 MiB = 1 << 20
 VOLUME_SIZE = 128 * MiB
@@ -493,7 +491,7 @@ def run_trial(root: str, index: int, seed: int, *, max_delay: float = 1.5, keep_
                 return res
             time.sleep(res.delay)
             if kill == "server":
-                servers = [p for p in psutil.Process(info.pid).children(recursive=True) if p.name() == "ntfs-3g"]
+                servers = ntfs3g_servers(info.pid)
                 if len(servers) != 1:
                     res.violations.append(f"expected one ntfs-3g under the daemon, found {len(servers)}")
                     return res
