@@ -31,7 +31,7 @@ from typing import Any
 
 from . import Context, GiB, MiB, Sizes, TiB
 from .__main__ import default_scratch_base
-from .mount import CREATE_BLOCK, NtfsVolume, SimvolVolume, _run_worker, _unmount_any, ntfs_tools
+from .mount import CREATE_BLOCK, NtfsVolume, SimvolVolume, ntfs_tools, run_worker, unmount_any
 
 
 def _passthrough(kind: str, below: Path, at: Path) -> None:
@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
                     _passthrough(k, below.mountpoint, at)
                     mounted.append(at)
                     dirs.append(at / "c")
-                res = _run_worker(ctx, {"job": "creates", "dirs": [str(d) for d in dirs], "count": n,
+                res = run_worker(ctx, {"job": "creates", "dirs": [str(d) for d in dirs], "count": n,
                                         "window": max(1, n // 10), "block": CREATE_BLOCK, "round": r})
                 for s, secs in zip(sides, res["spent_s"], strict=True):
                     spent[s].append(secs / n * 1e6)
                 print(f"round {r + 1}: " + ", ".join(f"{s} {spent[s][-1]:.0f} µs" for s in sides), flush=True)
             finally:
                 for at in reversed(mounted):
-                    _unmount_any(str(at))
+                    unmount_any(str(at))
                 for v in reversed(vols):
                     v.close()
     base = median(spent["ntfs-3g"])

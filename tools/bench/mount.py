@@ -209,7 +209,7 @@ print(json.dumps(out))
 """
 
 
-def _run_worker(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
+def run_worker(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one I/O job in a fresh interpreter (cwd "/": nothing of ours sits inside a mount)."""
     spec = {"settle": SETTLE_S, **spec}
     env = dict(os.environ)
@@ -243,7 +243,7 @@ def _status_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def _unmount_any(mountpoint: str) -> None:
+def unmount_any(mountpoint: str) -> None:
     """Last-resort removal of whatever is mounted at ``mountpoint`` (FUSE or not), lazily if need be."""
     from simvol.mount import find_mount
 
@@ -339,7 +339,7 @@ class SimvolVolume:
                 wait_gone(info.pid, info.create_time, 10)
         with contextlib.suppress(Exception):
             cleanup_stale(str(self.mountpoint))
-        _unmount_any(str(self.mountpoint))
+        unmount_any(str(self.mountpoint))
         with contextlib.suppress(OSError):
             os.rmdir(self.mountpoint)
         _rm(self.image)
@@ -451,7 +451,7 @@ class NtfsVolume:
         if self.mounted:
             with contextlib.suppress(Exception):
                 self.dismount()
-        _unmount_any(str(self.mountpoint))
+        unmount_any(str(self.mountpoint))
         with contextlib.suppress(OSError):
             os.rmdir(self.mountpoint)
         _rm(self.image)
@@ -557,7 +557,7 @@ def _throughput_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
     for r in range(ctx.repeats):
         with _volumes(ctx, f"tp-{r}", sz.seq_image, tools) as (roots, opts):
             ntfs_opts = opts
-            res = _run_worker(ctx, {
+            res = run_worker(ctx, {
                 "job": "seq", "paths": [str(roots[s] / "seq.bin") for s in sides],
                 "total": total, "call": call, "block": IO_BLOCK, "round": r,
             })
@@ -576,7 +576,7 @@ def _throughput_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
                 f"{s} {total / MiB / read2_s[s][-1]:,.0f}" for s in sides) + " MiB/s")
 
             dirs = [str(roots[s] / "creates") for s in sides]  # the worker makes them
-            res = _run_worker(ctx, {"job": "creates", "dirs": dirs, "count": n, "window": w, "block": block,
+            res = run_worker(ctx, {"job": "creates", "dirs": dirs, "count": n, "window": w, "block": block,
                                     "round": r})
             if any(x != n for x in res["listed"]):
                 raise AssertionError(f"after {n} creates the directories list {res['listed']} ({', '.join(sides)})")
@@ -716,7 +716,7 @@ def _placement_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
                     raise RuntimeError("the ntfs-3g process of the placement volume was not found")
                 for side in (SIMVOL, NTFS):
                     _pin(pids[side], dcpu)
-                res = _run_worker(ctx, {"job": "creates", "dirs": [str(roots[SIMVOL] / "c"), str(roots[NTFS] / "c")],
+                res = run_worker(ctx, {"job": "creates", "dirs": [str(roots[SIMVOL] / "c"), str(roots[NTFS] / "c")],
                                         "count": n, "window": min(ctx.sizes.create_window, n),
                                         "block": CREATE_BLOCK, "round": r, "cpu": wcpu})
                 if any(x != n for x in res["listed"]):
@@ -895,11 +895,11 @@ def _rss_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
             nt.mount()
             if nt.pid is not None:
                 res[NTFS] = {"mounted": _status_kib(nt.pid)}
-        loads[SIMVOL] = _run_worker(ctx, {"job": "load", "dir": str(sv.mountpoint), "files": files, "total": load,
+        loads[SIMVOL] = run_worker(ctx, {"job": "load", "dir": str(sv.mountpoint), "files": files, "total": load,
                                           "call": MiB})
         res[SIMVOL]["loaded"] = _status_kib(sv.pid)
         if nt is not None and nt.pid is not None:
-            loads[NTFS] = _run_worker(ctx, {"job": "load", "dir": str(nt.mountpoint), "files": files, "total": load,
+            loads[NTFS] = run_worker(ctx, {"job": "load", "dir": str(nt.mountpoint), "files": files, "total": load,
                                             "call": MiB})
             res[NTFS]["loaded"] = _status_kib(nt.pid)
         for side, lo in loads.items():
@@ -998,14 +998,14 @@ def _ntfs_rows(ctx: Context, tools: NtfsTools | None) -> list[Metric]:
             vols.append(bare)
             bare.mount()
             roots = {NTFS_WIN: win.mountpoint, NTFS_NATIVE: nat.mountpoint, NTFS: bare.mountpoint}
-            res = _run_worker(ctx, {"job": "seq", "paths": [str(roots[s] / "seq.bin") for s in sides],
+            res = run_worker(ctx, {"job": "seq", "paths": [str(roots[s] / "seq.bin") for s in sides],
                                     "total": total, "call": call, "block": IO_BLOCK, "round": r})
             if any(res["short"]) or not all(res["ok"]):
                 raise AssertionError("read back different data than written on an NTFS side")
             for i, s in enumerate(sides):
                 wr[s].append(res["write_loop_s"][i] + res["fsync_close_s"][i])
                 rd[s].append(res["read2_s"][i])
-            res = _run_worker(ctx, {"job": "creates", "dirs": [str(roots[s] / "creates") for s in sides],
+            res = run_worker(ctx, {"job": "creates", "dirs": [str(roots[s] / "creates") for s in sides],
                                     "count": n, "window": min(sz.create_window, n), "block": CREATE_BLOCK,
                                     "round": r})
             if any(x != n for x in res["listed"]):
@@ -1094,7 +1094,7 @@ def _sweep(ctx: Context) -> None:
         for e in reversed(read_mounts()):
             if e.mountpoint.startswith(prefix):
                 ctx.log(f"mount: cleaning up a leftover mount at {e.mountpoint}")
-                _unmount_any(e.mountpoint)
+                unmount_any(e.mountpoint)
 
 
 def run(ctx: Context) -> list[Metric]:
